@@ -1,0 +1,45 @@
+//! State shared by every worker: configuration, auth file, pools and the client registry.
+
+use std::sync::{Arc, RwLock};
+
+use crate::{
+    auth::AuthFile, client::registry::ClientRegistry, config::Config, net::Backend, pool::Pools,
+    shutdown::Shutdown,
+};
+
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    auth_file: RwLock<Option<Arc<AuthFile>>>,
+    pub pools: Pools,
+    pub clients: ClientRegistry,
+    pub backend: Backend,
+    pub shutdown: Shutdown,
+}
+
+impl App {
+    pub fn new(config: Config, auth_file: Option<AuthFile>, backend: Backend) -> Arc<App> {
+        Arc::new(App {
+            config: RwLock::new(Arc::new(config)),
+            auth_file: RwLock::new(auth_file.map(Arc::new)),
+            pools: Pools::new(),
+            clients: ClientRegistry::default(),
+            backend,
+            shutdown: Shutdown::new(),
+        })
+    }
+
+    /// The configuration in force (a snapshot: a reload swaps it, holders keep theirs).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn auth_file(&self) -> Option<Arc<AuthFile>> {
+        self.auth_file
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,226 @@
+//! Moving bytes between a client and its linked server by message header: bodies are
+//! copied through untouched, even when a message spans many reads; only ReadyForQuery,
+//! ParameterStatus and ErrorResponse from the server are decoded.
+
+use bytes::Buf;
+
+use crate::{
+    proto::{
+        backend::tag as be,
+        frame::{self, ErrorFields},
+        frontend::{self, tag as fe},
+        tracker::Owner,
+    },
+    server::ServerConn,
+};
+
+use super::params::ClientParams;
+
+/// Largest server message the pooler needs whole (ParameterStatus, ErrorResponse, ...).
+const MAX_DECODED: usize = 1 << 20;
+/// Server messages stream through without a size limit of ours: PostgreSQL's own is 1 GB.
+const MAX_SERVER_MESSAGE: u32 = (1 << 30) + (1 << 20);
+
+/// What scanning the client's bytes found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientScan {
+    /// Everything complete was forwarded (or there is nothing to do).
+    Done,
+    /// A message is waiting and no server is linked.
+    NeedServer,
+    /// The client sent Terminate.
+    Terminate,
+    /// The client broke the protocol; the message says how.
+    Violation(String),
+}
+
+/// Forwards complete-or-partial client messages to `server` (if linked) from `rbuf`,
+/// recording them in the tracker. `pass` is the body remainder of a message already
+/// partly forwarded. Stops when the server's send queue exceeds `high_water`.
+pub fn client_to_server(
+    rbuf: &mut bytes::BytesMut,
+    pass: &mut u32,
+    server: Option<&mut ServerConn>,
+    max_packet: u32,
+    high_water: usize,
+    copy_in: &mut bool,
+) -> ClientScan {
+    let Some(server) = server else {
+        if *pass > 0 {
+            // Cannot happen: a partly forwarded message keeps its server linked.
+            return ClientScan::Violation("message interrupted".into());
+        }
+        return match frame::header(rbuf, max_packet) {
+            Err(e) => ClientScan::Violation(e.to_string()),
+            Ok(None) => ClientScan::Done,
+            Ok(Some(h)) if h.tag == fe::TERMINATE => ClientScan::Terminate,
+            Ok(Some(h)) if !frontend::is_session_message(h.tag) => {
+                ClientScan::Violation(format!("invalid frontend message type {}", h.tag))
+            }
+            Ok(Some(_)) => ClientScan::NeedServer,
+        };
+    };
+    loop {
+        if server.conn.send_backlog() > high_water {
+            return ClientScan::Done;
+        }
+        if *pass > 0 {
+            let n = (*pass as usize).min(rbuf.len());
+            if n == 0 {
+                return ClientScan::Done;
+            }
+            server.conn.wbuf.extend_from_slice(&rbuf[..n]);
+            rbuf.advance(n);
+            *pass -= n as u32;
+            continue;
+        }
+        let h = match frame::header(rbuf, max_packet) {
+            Err(e) => return ClientScan::Violation(e.to_string()),
+            Ok(None) => return ClientScan::Done,
+            Ok(Some(h)) => h,
+        };
+        if h.tag == fe::TERMINATE {
+            return ClientScan::Terminate;
+        }
+        if !frontend::is_session_message(h.tag) {
+            return ClientScan::Violation(format!("invalid frontend message type {}", h.tag));
+        }
+        if h.tag == fe::COPY_DONE || h.tag == fe::COPY_FAIL {
+            *copy_in = false;
+        }
+        server.tracker.client_message(h.tag);
+        let n = h.total().min(rbuf.len());
+        server.conn.wbuf.extend_from_slice(&rbuf[..n]);
+        rbuf.advance(n);
+        *pass = (h.total() - n) as u32;
+    }
+}
+
+/// What scanning the server's bytes found.
+#[derive(Debug, Default)]
+pub struct ServerScan {
+    /// A ReadyForQuery was processed.
+    pub ready: bool,
+    /// The server announced it is terminating the session (FATAL); not forwarded.
+    pub fatal: Option<ErrorFields>,
+    /// Protocol violation by the server.
+    pub violation: Option<String>,
+    /// A statement-mode client opened a transaction (its ReadyForQuery was held back).
+    pub began_transaction: bool,
+}
+
+/// Forwards the server's replies to the client (`client_out`, None when the client is
+/// gone) and swallows replies to the pooler's own queries. Updates the tracker, the
+/// server's parameters and the client's tracked parameters.
+pub fn server_to_client(
+    server: &mut ServerConn,
+    mut client_out: Option<&mut bytes::BytesMut>,
+    params: &mut ClientParams,
+    tracked: &dyn Fn(&str) -> Option<String>,
+    high_water: usize,
+    copy_in: &mut bool,
+    statement_mode: bool,
+) -> ServerScan {
+    let mut scan = ServerScan::default();
+    let rbuf = &mut server.conn.rbuf;
+    loop {
+        if let Some(out) = client_out.as_deref()
+            && out.len() > high_water
+        {
+            return scan;
+        }
+        if server.pass_remaining > 0 {
+            let n = (server.pass_remaining as usize).min(rbuf.len());
+            if n == 0 {
+                return scan;
+            }
+            if server.pass_forward
+                && let Some(out) = client_out.as_deref_mut()
+            {
+                out.extend_from_slice(&rbuf[..n]);
+            }
+            rbuf.advance(n);
+            server.pass_remaining -= n as u32;
+            continue;
+        }
+        let h = match frame::header(rbuf, MAX_SERVER_MESSAGE) {
+            Err(e) => {
+                scan.violation = Some(e.to_string());
+                return scan;
+            }
+            Ok(None) => return scan,
+            Ok(Some(h)) => h,
+        };
+        let owner = server.tracker.current();
+        let to_client = owner == Owner::Client;
+        let decode = matches!(
+            h.tag,
+            be::READY_FOR_QUERY | be::PARAMETER_STATUS | be::ERROR_RESPONSE
+        );
+        if !decode {
+            if h.tag == be::COPY_IN_RESPONSE && to_client {
+                *copy_in = true;
+            }
+            let n = h.total().min(rbuf.len());
+            if to_client && let Some(out) = client_out.as_deref_mut() {
+                out.extend_from_slice(&rbuf[..n]);
+            }
+            rbuf.advance(n);
+            server.pass_remaining = (h.total() - n) as u32;
+            server.pass_forward = to_client;
+            continue;
+        }
+        if h.total() > MAX_DECODED {
+            scan.violation = Some(format!("server message {:?} too long", h.tag as char));
+            return scan;
+        }
+        if rbuf.len() < h.total() {
+            return scan;
+        }
+        let body = &rbuf[frame::HEADER_LEN..h.total()];
+        let mut forward = to_client;
+        match h.tag {
+            be::READY_FOR_QUERY => {
+                let status = body.first().copied().unwrap_or(b'I');
+                server.tracker.ready_for_query(status);
+                *copy_in = false;
+                scan.ready = true;
+                if forward && status != b'I' && statement_mode {
+                    // Refused by the session; this ReadyForQuery is replaced.
+                    scan.began_transaction = true;
+                    forward = false;
+                }
+            }
+            be::PARAMETER_STATUS => {
+                if let Ok((name, value)) = frame::parameter_status(body) {
+                    server.info.set_param(&name, &value);
+                    if to_client && let Some(canon) = tracked(&name) {
+                        params.set(&canon, &value);
+                    }
+                }
+            }
+            _ => {
+                let fields = frame::error_fields(body);
+                if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                    scan.fatal = Some(fields);
+                    forward = false;
+                } else if !to_client {
+                    tracing::warn!(
+                        server = server.info.id,
+                        "query of the pooler's own failed: {} {}",
+                        fields.code,
+                        fields.message
+                    );
+                }
+            }
+        }
+        if forward && let Some(out) = client_out.as_deref_mut() {
+            out.extend_from_slice(&rbuf[..h.total()]);
+        }
+        let total = h.total();
+        rbuf.advance(total);
+        if scan.fatal.is_some() || scan.began_transaction {
+            return scan;
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! From StartupMessage to ReadyForQuery: authenticate, find the pool, learn the server's
+//! parameters, greet the client the way PostgreSQL would.
+
+use std::{future::poll_fn, sync::Arc};
+
+use crate::{
+    app::App,
+    client::registry::Admission,
+    config::Config,
+    net::{Conn, ServerAddr},
+    pool::{Acquire, Grant, Pool, PoolKey, PoolSettings},
+    proto::{backend, sqlstate},
+    server::{self, Credentials, ServerConn, Target},
+};
+
+use super::{
+    Fatal, auth, cancel,
+    params::ClientParams,
+    registry::ClientShared,
+    startup::{self, Request},
+};
+
+/// A logged-in client, ready for its session.
+pub struct LoggedIn<'a> {
+    pub shared: Arc<ClientShared>,
+    pub pool: Arc<Pool>,
+    pub params: ClientParams,
+    pub creds: Credentials,
+    /// Counts the client against max_client_conn for as long as it is held.
+    pub admission: Admission<'a>,
+}
+
+/// Logs a client in. Ok(None) when the connection was a cancel request or the client
+/// left.
+pub async fn login<'a>(
+    app: &'a Arc<App>,
+    cfg: &Arc<Config>,
+    conn: &mut Conn,
+    peer: &str,
+    id: u64,
+) -> Result<Option<LoggedIn<'a>>, Fatal> {
+    let g = &cfg.pooler;
+    let req = match startup::read_request(conn, g).await? {
+        Request::Gone => return Ok(None),
+        Request::Cancel { pid, secret } => {
+            cancel::handle(app, pid, secret).await;
+            return Ok(None);
+        }
+        Request::Login(r) => r,
+    };
+    let admission = app.clients.admit(g.max_client_conn).ok_or_else(|| {
+        Fatal::new(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        )
+    })?;
+    if req.minor > 0 || !req.protocol_options.is_empty() {
+        backend::negotiate_protocol_version(&mut conn.wbuf, 0, &req.protocol_options);
+    }
+    let auth_file = app.auth_file();
+    let outcome = auth::authenticate(conn, g.auth_type, auth_file.as_deref(), &req.user).await?;
+
+    let Some((_entry, db)) = cfg.database(&req.database) else {
+        return Err(Fatal::new(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("no such database: {}", req.database),
+        ));
+    };
+    let server_user = db.user.clone().unwrap_or_else(|| req.user.clone());
+    let key = PoolKey {
+        db: req.database.clone(),
+        user: server_user.clone(),
+    };
+    let pool = app.pools.get_or_create(
+        &key,
+        cfg.max_db_connections_for(db),
+        cfg.max_user_connections_for(&server_user),
+        || {
+            let mut startup_params = Vec::new();
+            for (k, v) in [
+                ("client_encoding", &db.client_encoding),
+                ("DateStyle", &db.datestyle),
+                ("TimeZone", &db.timezone),
+                ("application_name", &db.application_name),
+            ] {
+                if let Some(v) = v {
+                    startup_params.push((k.to_string(), v.clone()));
+                }
+            }
+            let target = Target {
+                addr: ServerAddr::new(&db.host, db.port, g.dns_max_ttl),
+                dbname: db.dbname.clone().unwrap_or_else(|| req.database.clone()),
+                user: server_user.clone(),
+                password: db.password.clone(),
+                startup_params,
+                connect_timeout: g.server_connect_timeout,
+            };
+            let settings = PoolSettings {
+                mode: cfg.pool_mode_for(db, &server_user),
+                size: cfg.pool_size_for(db, &server_user),
+                reserve: cfg.reserve_pool_size_for(db, &server_user),
+                min: cfg.min_pool_size_for(db),
+                reserve_timeout: g.reserve_pool_timeout,
+                login_retry: g.server_login_retry,
+            };
+            (Arc::new(target), settings)
+        },
+    );
+    if let Some(keys) = outcome.scram_keys
+        && server_user == req.user
+    {
+        pool.set_scram_keys(keys);
+    }
+    let creds = server::credentials(&pool, auth_file.as_deref());
+    let welcome = welcome(&pool, &creds, id, server_read_size(cfg)).await?;
+
+    let tracked = |n: &str| startup::tracked_name(g, n);
+    let params = ClientParams::new(&welcome, &req.params, tracked);
+    let shared = app.clients.register(id);
+    let _ = shared.pool.set(pool.clone());
+    backend::authentication_ok(&mut conn.wbuf);
+    for (n, v) in params.greeting(&welcome) {
+        backend::parameter_status(&mut conn.wbuf, &n, &v);
+    }
+    backend::backend_key_data(&mut conn.wbuf, shared.pid, shared.secret);
+    backend::ready_for_query(&mut conn.wbuf, b'I');
+    if g.log_connections {
+        tracing::info!(client = id, %peer, db = %req.database, user = %req.user, "login");
+    }
+    Ok(Some(LoggedIn {
+        shared,
+        pool,
+        params,
+        creds,
+        admission,
+    }))
+}
+
+fn server_read_size(cfg: &Config) -> usize {
+    (cfg.pooler.pkt_buf as usize).max(16 * 1024)
+}
+
+/// The ParameterStatus set a new client is greeted with: cached per pool, or learnt by
+/// taking a server (connecting one if needed, which then stays in the pool).
+async fn welcome(
+    pool: &Arc<Pool>,
+    creds: &Credentials,
+    id: u64,
+    read_size: usize,
+) -> Result<crate::pool::Welcome, Fatal> {
+    loop {
+        if let Some(w) = pool.welcome() {
+            return Ok(w);
+        }
+        let grant = match pool.acquire(id) {
+            Acquire::Now(g) => g,
+            Acquire::Wait(mut h) => poll_fn(|cx| h.poll_grant(cx)).await,
+        };
+        match grant {
+            Grant::Server(idle) => {
+                pool.set_welcome(&idle.info.params);
+                pool.release(idle);
+            }
+            Grant::Connect(permit) => match server::open(&pool.target, creds, read_size).await {
+                Ok((conn, info)) => {
+                    permit.connected();
+                    pool.set_welcome(&info.params);
+                    match ServerConn::new(conn, info).into_idle() {
+                        Some(idle) => pool.release(idle),
+                        None => pool.server_closed(),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pool = ?pool.key, "server login failed: {e}");
+                    let e = Arc::new(e);
+                    permit.failed(e.is_login_failure().then(|| e.clone()));
+                    return Err(Fatal::new(e.sqlstate(), e.to_string()).with_detail(e.detail()));
+                }
+            },
+            Grant::Failed(e) => {
+                return Err(Fatal::new(e.sqlstate(), e.to_string()).with_detail(e.detail()));
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Per-client values of the tracked parameters, and the SET statements that bring a
+//! server in line with them before the client's first query on it.
+
+use crate::pool::ServerInfo;
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    /// Canonical name, value.
+    values: Vec<(String, String)>,
+}
+
+impl ClientParams {
+    /// The client starts with what the server greeted it with (for tracked names), then
+    /// its own startup values on top.
+    pub fn new(
+        welcome: &[(String, String)],
+        startup: &[(String, String)],
+        tracked: impl Fn(&str) -> Option<String>,
+    ) -> ClientParams {
+        let mut p = ClientParams::default();
+        for (n, v) in welcome {
+            if let Some(canon) = tracked(n) {
+                p.set(&canon, v);
+            }
+        }
+        for (n, v) in startup {
+            p.set(n, v);
+        }
+        p
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self
+            .values
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.values.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    /// The greeting for this client: the server's parameters with the client's own values
+    /// in place of the server's.
+    pub fn greeting(&self, welcome: &[(String, String)]) -> Vec<(String, String)> {
+        welcome
+            .iter()
+            .map(|(n, v)| (n.clone(), self.get(n).unwrap_or(v).to_string()))
+            .collect()
+    }
+
+    /// `SET` statements for every tracked value the server does not have, or None when
+    /// the server already matches. Applies the values to `server` (they take effect with
+    /// the statements, which run before anything of the client's).
+    pub fn sync(&self, server: &mut ServerInfo) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in &self.values {
+            if server.param(name) == Some(value.as_str()) {
+                continue;
+            }
+            sql.push_str("SET ");
+            sql.push_str(&quote_ident(name));
+            sql.push_str(" TO ");
+            sql.push_str(&quote_literal(value));
+            sql.push(';');
+            server.set_param(name, value);
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+/// A double-quoted identifier (GUC names are matched case-insensitively either way).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('\0', "").replace('"', "\"\""))
+}
+
+/// A string literal that reads the same whatever standard_conforming_strings is.
+pub fn quote_literal(s: &str) -> String {
+    let s = s.replace('\0', "");
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(params: &[(&str, &str)]) -> ServerInfo {
+        let now = std::time::Instant::now();
+        ServerInfo {
+            id: 1,
+            params: params
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            pid: 1,
+            secret: 1,
+            created: now,
+            last_used: now,
+        }
+    }
+
+    fn tracked(n: &str) -> Option<String> {
+        ["TimeZone", "DateStyle", "application_name", "search_path"]
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(n))
+            .map(|t| t.to_string())
+    }
+
+    #[test]
+    fn startup_values_override_welcome() {
+        let welcome = vec![
+            ("TimeZone".to_string(), "UTC".to_string()),
+            ("server_version".to_string(), "15".to_string()),
+        ];
+        let p = ClientParams::new(
+            &welcome,
+            &[("TimeZone".into(), "Asia/Tokyo".into())],
+            tracked,
+        );
+        assert_eq!(p.get("timezone"), Some("Asia/Tokyo"));
+        assert_eq!(p.get("server_version"), None, "not tracked");
+        assert_eq!(
+            p.greeting(&welcome),
+            vec![
+                ("TimeZone".into(), "Asia/Tokyo".into()),
+                ("server_version".into(), "15".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn sync_sets_only_differences() {
+        let mut p = ClientParams::default();
+        p.set("TimeZone", "Asia/Tokyo");
+        p.set("DateStyle", "ISO, MDY");
+        p.set("application_name", "it's");
+        let mut s = server(&[
+            ("TimeZone", "UTC"),
+            ("DateStyle", "ISO, MDY"),
+            ("application_name", ""),
+        ]);
+        let sql = p.sync(&mut s).unwrap();
+        assert_eq!(
+            sql,
+            "SET \"TimeZone\" TO 'Asia/Tokyo';SET \"application_name\" TO 'it''s';"
+        );
+        assert_eq!(s.param("TimeZone"), Some("Asia/Tokyo"));
+        assert_eq!(p.sync(&mut s), None, "in line after the first sync");
+    }
+
+    #[test]
+    fn literal_quoting() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,186 @@
+//! Every logged-in client's cancel key, so a CancelRequest arriving on any worker can find
+//! the client and the server currently serving it.
+//!
+//! The link between a client and its server is published with plain atomics, written once
+//! when a server is linked and once when it is released, so the per-transaction hot path
+//! takes no lock. A cancel must never reach a server after it has moved on to another
+//! client (PgBouncer's test_cancel_race): the canceller increments `cancels_in_flight`
+//! *before* reading the link, and the session clears the link *before* reading
+//! `cancels_in_flight`; with sequentially consistent ordering at least one of them sees
+//! the other, so either the canceller finds no server, or the session waits for the
+//! cancel to be delivered before giving the server back.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    task::Context,
+};
+
+use futures_util::task::AtomicWaker;
+
+use crate::pool::Pool;
+
+const SHARDS: usize = 16;
+
+/// The part of a client session other threads may touch.
+pub struct ClientShared {
+    pub id: u64,
+    /// Our BackendKeyData for this client.
+    pub pid: i32,
+    pub secret: i32,
+    /// BackendKeyData of the linked server, packed (pid << 32 | secret); 0 = none.
+    linked: AtomicU64,
+    cancels_in_flight: AtomicU32,
+    /// Set by a cancel aimed at this client while it waits in a pool's queue.
+    wait_cancelled: AtomicBool,
+    waker: AtomicWaker,
+    pub pool: OnceLock<Arc<Pool>>,
+}
+
+fn pack(pid: i32, secret: i32) -> u64 {
+    ((pid as u32 as u64) << 32) | secret as u32 as u64
+}
+
+impl ClientShared {
+    pub fn set_linked(&self, pid: i32, secret: i32) {
+        self.linked.store(pack(pid, secret), Ordering::SeqCst);
+    }
+
+    /// Clears the link; returns true if a cancel is still being delivered to the old
+    /// server, in which case the server must not be released yet.
+    pub fn clear_linked(&self) -> bool {
+        self.linked.store(0, Ordering::SeqCst);
+        self.cancels_in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    pub fn cancels_pending(&self) -> bool {
+        self.cancels_in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Registers the session's waker for "cancel delivered" and "wait cancelled".
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// Starts a cancel: returns the linked server's key, or None (nothing to cancel on a
+    /// server). A returned key must be followed by `cancel_done`.
+    pub fn begin_cancel(&self) -> Option<(i32, i32)> {
+        self.cancels_in_flight.fetch_add(1, Ordering::SeqCst);
+        let v = self.linked.load(Ordering::SeqCst);
+        if v == 0 {
+            self.cancel_done();
+            return None;
+        }
+        Some(((v >> 32) as u32 as i32, v as u32 as i32))
+    }
+
+    pub fn cancel_done(&self) {
+        self.cancels_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Marks the client's wait in a queue as cancelled and wakes the session.
+    pub fn cancel_wait(&self) {
+        self.wait_cancelled.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    pub fn take_wait_cancelled(&self) -> bool {
+        self.wait_cancelled.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Registry of logged-in clients by cancel key, sharded to keep connects on different
+/// workers from contending.
+pub struct ClientRegistry {
+    shards: Vec<Mutex<HashMap<i32, Arc<ClientShared>>>>,
+    next_id: AtomicU64,
+    /// Client connections currently admitted (for max_client_conn).
+    connected: AtomicU32,
+}
+
+impl Default for ClientRegistry {
+    fn default() -> Self {
+        ClientRegistry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            connected: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A counted client connection; uncounted on drop.
+pub struct Admission<'a> {
+    reg: &'a ClientRegistry,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.reg.connected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ClientRegistry {
+    fn shard(&self, pid: i32) -> &Mutex<HashMap<i32, Arc<ClientShared>>> {
+        &self.shards[pid as u32 as usize % SHARDS]
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a client against `max_client_conn`; None when the limit is reached.
+    pub fn admit(&self, max: u32) -> Option<Admission<'_>> {
+        self.connected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .ok()
+            .map(|_| Admission { reg: self })
+    }
+
+    pub fn connected(&self) -> u32 {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Registers a client under a fresh random cancel key.
+    pub fn register(&self, id: u64) -> Arc<ClientShared> {
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            let secret = rand::random::<i32>();
+            if pid == 0 {
+                continue;
+            }
+            let mut shard = self.shard(pid).lock().unwrap_or_else(|e| e.into_inner());
+            if shard.contains_key(&pid) {
+                continue;
+            }
+            let c = Arc::new(ClientShared {
+                id,
+                pid,
+                secret,
+                linked: AtomicU64::new(0),
+                cancels_in_flight: AtomicU32::new(0),
+                wait_cancelled: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                pool: OnceLock::new(),
+            });
+            shard.insert(pid, c.clone());
+            return c;
+        }
+    }
+
+    pub fn unregister(&self, c: &ClientShared) {
+        let mut shard = self.shard(c.pid).lock().unwrap_or_else(|e| e.into_inner());
+        shard.remove(&c.pid);
+    }
+
+    /// The client a CancelRequest names, if the secret matches.
+    pub fn find(&self, pid: i32, secret: i32) -> Option<Arc<ClientShared>> {
+        let shard = self.shard(pid).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(&pid).filter(|c| c.secret == secret).cloned()
+    }
+}

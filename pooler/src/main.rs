@@ -1,0 +1,138 @@
+//! The `pooler` binary: command line, logging, signals; the daemon itself is the library.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use pooler::{app::App, auth::AuthFile, config::Config, net};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "PostgreSQL connection pooler on io_uring (PgBouncer-compatible)"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Configuration file, as PgBouncer takes it (same as -c).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+    /// Validate the configuration (and the auth file) and exit: 0 if valid, 1 otherwise.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(path) = cli.config.or(cli.file) else {
+        eprintln!("pooler: no configuration file given (use -c FILE)");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("pooler: invalid configuration:\n{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let auth_file = match &config.pooler.auth_file {
+        Some(p) => match AuthFile::load(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "pooler: invalid configuration:\n{}: pooler.auth_file: {e}",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    if cli.check {
+        println!("{}: configuration is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.pooler.log_level.as_deref());
+    match run(config, auth_file) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pooler: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level.unwrap_or("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(config: Config, auth_file: Option<AuthFile>) -> anyhow::Result<()> {
+    let workers = config.pooler.worker_count();
+    let backend = net::probe_backend(config.pooler.io_backend).map_err(anyhow::Error::msg)?;
+    // Signals go to the signal thread only: block them before any other thread starts.
+    let signals = block_signals();
+    let listeners = net::bind_listeners(&config.pooler, workers)?;
+    for l in listeners.per_worker.first().into_iter().flatten() {
+        tracing::info!("listening on {}", l.describe());
+    }
+    tracing::info!(
+        "pooler {} starting: {} workers, {} backend",
+        env!("CARGO_PKG_VERSION"),
+        workers,
+        backend.name()
+    );
+    let app = App::new(config, auth_file, backend);
+    spawn_signal_thread(app.clone(), signals);
+    pooler::run(app, listeners)?;
+    tracing::info!("pooler stopped");
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-mask calls on a local sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn spawn_signal_thread(app: Arc<App>, set: libc::sigset_t) {
+    std::thread::Builder::new()
+        .name("pooler-signals".into())
+        .spawn(move || {
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: sigwait on the set blocked in every thread.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                match sig {
+                    libc::SIGHUP => {
+                        tracing::warn!(
+                            "SIGHUP: configuration reload is not implemented yet; ignoring"
+                        )
+                    }
+                    _ => {
+                        tracing::info!("got signal {sig}, shutting down");
+                        app.shutdown.raise();
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawn signal thread");
+}

@@ -1,0 +1,419 @@
+//! Server connection pools, one per (database, user), shared by every worker thread.
+//!
+//! A pool owns the *accounting* of its server connections; the connections themselves
+//! live where their state is: idle ones as plain sockets in `PoolState::idle` (movable to
+//! any worker), active ones inside the client session that holds them. Every count SHOW
+//! POOLS will report is the size of one of these collections, changed only under the
+//! pool's lock, so reports cannot disagree with behaviour.
+
+pub mod limits;
+mod registry;
+mod server_info;
+mod wait;
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use futures_channel::oneshot;
+pub use registry::{PoolKey, Pools};
+pub use server_info::{IdleServer, ServerInfo, next_server_id};
+pub use wait::{ConnectPermit, WaitHandle};
+
+use crate::{config::PoolMode, server::Target};
+use limits::LimitGroup;
+
+/// The ParameterStatus set new clients of a pool are greeted with.
+pub type Welcome = Arc<Vec<(String, String)>>;
+
+/// Settings of one pool, resolved from the config (user > database > global).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    pub size: u32,
+    pub reserve: u32,
+    pub min: u32,
+    pub reserve_timeout: Duration,
+    pub login_retry: Duration,
+}
+
+/// What a client gets from the pool.
+pub enum Grant {
+    /// An idle server, now counted as active.
+    Server(IdleServer),
+    /// Permission to open one more server connection, counted as connecting.
+    Connect(ConnectPermit),
+    /// No server can be had: the last login to PostgreSQL failed with this error.
+    Failed(Arc<crate::server::ServerError>),
+}
+
+/// The outcome of asking for a server without waiting.
+pub enum Acquire {
+    Now(Grant),
+    Wait(WaitHandle),
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Grant>,
+    /// Queued because a database/user group, not this pool, is full.
+    starving: bool,
+}
+
+pub(crate) struct PoolState {
+    settings: PoolSettings,
+    /// Most recently used at the back.
+    idle: Vec<IdleServer>,
+    waiters: VecDeque<Waiter>,
+    active: u32,
+    connecting: u32,
+    login_error: Option<(Instant, Arc<crate::server::ServerError>)>,
+}
+
+impl PoolState {
+    fn total(&self) -> u32 {
+        self.idle.len() as u32 + self.active + self.connecting
+    }
+}
+
+/// Counts for monitoring (SHOW POOLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub idle: u32,
+    pub active: u32,
+    pub connecting: u32,
+    pub waiting: u32,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub target: Arc<Target>,
+    db_group: Arc<LimitGroup>,
+    user_group: Arc<LimitGroup>,
+    state: Mutex<PoolState>,
+    /// ParameterStatus values a new client is greeted with, learnt from the first server.
+    welcome: Mutex<Option<Welcome>>,
+    /// ClientKey/ServerKey recovered from a client's SCRAM login, for SCRAM pass-through
+    /// when the auth file holds only a SCRAM secret.
+    scram_keys: Mutex<Option<([u8; 32], [u8; 32])>>,
+    pools: std::sync::Weak<registry::PoolsInner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a pool lock is a bug; keep serving rather than poison
+    // every later client.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    pub fn settings(&self) -> PoolSettings {
+        lock(&self.state).settings.clone()
+    }
+
+    pub fn mode(&self) -> PoolMode {
+        lock(&self.state).settings.mode
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        let st = lock(&self.state);
+        PoolCounts {
+            idle: st.idle.len() as u32,
+            active: st.active,
+            connecting: st.connecting,
+            waiting: st.waiters.len() as u32,
+        }
+    }
+
+    pub fn welcome(&self) -> Option<Welcome> {
+        lock(&self.welcome).clone()
+    }
+
+    pub fn set_welcome(&self, params: &[(String, String)]) {
+        let mut w = lock(&self.welcome);
+        if w.is_none() {
+            *w = Some(Arc::new(params.to_vec()));
+        }
+    }
+
+    pub fn scram_keys(&self) -> Option<([u8; 32], [u8; 32])> {
+        *lock(&self.scram_keys)
+    }
+
+    pub fn set_scram_keys(&self, keys: ([u8; 32], [u8; 32])) {
+        *lock(&self.scram_keys) = Some(keys);
+    }
+
+    fn new_permit(self: &Arc<Self>, st: &mut PoolState) -> ConnectPermit {
+        st.connecting += 1;
+        ConnectPermit::new(self.clone())
+    }
+
+    /// Asks for a server: an idle one (most recently used first), else permission to
+    /// connect if the limits allow, else a place at the back of the FIFO queue.
+    pub fn acquire(self: &Arc<Self>, client_id: u64) -> Acquire {
+        let mut evicted = false;
+        loop {
+            let mut st = lock(&self.state);
+            if let Some(s) = st.idle.pop() {
+                st.active += 1;
+                return Acquire::Now(Grant::Server(s));
+            }
+            if st.total() == 0
+                && let Some((at, err)) = &st.login_error
+                && at.elapsed() < st.settings.login_retry
+            {
+                return Acquire::Now(Grant::Failed(err.clone()));
+            }
+            let under_size = st.total() < st.settings.size;
+            if under_size && st.waiters.is_empty() {
+                if limits::acquire_both(&self.db_group, &self.user_group) {
+                    let p = self.new_permit(&mut st);
+                    return Acquire::Now(Grant::Connect(p));
+                }
+                if !evicted {
+                    // A sibling pool of the same database/user may hold idle servers
+                    // that count against the group: close one to make room.
+                    drop(st);
+                    evicted = true;
+                    if self.evict_sibling_idle() {
+                        continue;
+                    }
+                    st = lock(&self.state);
+                }
+            }
+            let starving = under_size && st.waiters.is_empty();
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(Waiter {
+                id: client_id,
+                tx,
+                starving,
+            });
+            if starving {
+                self.db_group.add_starving();
+                self.user_group.add_starving();
+            }
+            return Acquire::Wait(WaitHandle::new(self.clone(), client_id, rx));
+        }
+    }
+
+    fn evict_sibling_idle(&self) -> bool {
+        let Some(pools) = self.pools.upgrade() else {
+            return false;
+        };
+        for p in pools.all() {
+            if std::ptr::eq(Arc::as_ptr(&p), self) {
+                continue;
+            }
+            let shares_group = Arc::ptr_eq(&p.db_group, &self.db_group)
+                && self.db_group.limit() != 0
+                || Arc::ptr_eq(&p.user_group, &self.user_group) && self.user_group.limit() != 0;
+            if !shares_group {
+                continue;
+            }
+            let victim = {
+                let mut st = lock(&p.state);
+                if st.idle.is_empty() {
+                    None
+                } else {
+                    // Least recently used first.
+                    Some(st.idle.remove(0))
+                }
+            };
+            if let Some(v) = victim {
+                drop(v);
+                limits::release_both(&p.db_group, &p.user_group);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn pop_waiter(&self, st: &mut PoolState) -> Option<Waiter> {
+        let w = st.waiters.pop_front()?;
+        if w.starving {
+            self.db_group.remove_starving();
+            self.user_group.remove_starving();
+        }
+        Some(w)
+    }
+
+    /// Gives a clean, idle server back: to the first waiter if any, else to the idle list.
+    pub fn release(self: &Arc<Self>, server: IdleServer) {
+        let mut st = lock(&self.state);
+        st.active = st.active.saturating_sub(1);
+        let mut server = server;
+        while let Some(w) = self.pop_waiter(&mut st) {
+            st.active += 1;
+            match w.tx.send(Grant::Server(server)) {
+                Ok(()) => return,
+                Err(Grant::Server(s)) => {
+                    st.active -= 1;
+                    server = s;
+                }
+                Err(_) => return,
+            }
+        }
+        if self.db_group.is_starving() || self.user_group.is_starving() {
+            // Another pool of the group waits for a slot this server occupies.
+            drop(st);
+            drop(server);
+            limits::release_both(&self.db_group, &self.user_group);
+            self.kick_group();
+            return;
+        }
+        st.idle.push(server);
+    }
+
+    /// An active server went away (closed, broken, retired): its slot is free.
+    pub fn server_closed(self: &Arc<Self>) {
+        let mut st = lock(&self.state);
+        st.active = st.active.saturating_sub(1);
+        limits::release_both(&self.db_group, &self.user_group);
+        self.grant_connect(&mut st);
+        drop(st);
+        self.kick_group();
+    }
+
+    /// Hands free slots to queued clients as permissions to connect.
+    fn grant_connect(self: &Arc<Self>, st: &mut PoolState) {
+        while !st.waiters.is_empty() && st.total() < st.settings.size {
+            if !limits::acquire_both(&self.db_group, &self.user_group) {
+                return;
+            }
+            let Some(w) = self.pop_waiter(st) else {
+                limits::release_both(&self.db_group, &self.user_group);
+                return;
+            };
+            let permit = self.new_permit(st);
+            if let Err(Grant::Connect(p)) = w.tx.send(Grant::Connect(permit)) {
+                // The waiter left: undo without re-entering this lock.
+                p.forget();
+                st.connecting -= 1;
+                limits::release_both(&self.db_group, &self.user_group);
+            }
+        }
+    }
+
+    /// A slot freed in this pool's groups: let sibling pools' queued clients connect.
+    fn kick_group(&self) {
+        let Some(pools) = self.pools.upgrade() else {
+            return;
+        };
+        for p in pools.all() {
+            let related = Arc::ptr_eq(&p.db_group, &self.db_group)
+                || Arc::ptr_eq(&p.user_group, &self.user_group);
+            if related {
+                let mut st = lock(&p.state);
+                p.grant_connect(&mut st);
+            }
+        }
+    }
+
+    fn permit_used(&self) {
+        let mut st = lock(&self.state);
+        st.connecting = st.connecting.saturating_sub(1);
+        st.active += 1;
+        st.login_error = None;
+    }
+
+    fn permit_failed(self: &Arc<Self>, error: Option<Arc<crate::server::ServerError>>) {
+        let mut st = lock(&self.state);
+        st.connecting = st.connecting.saturating_sub(1);
+        limits::release_both(&self.db_group, &self.user_group);
+        if let Some(err) = error {
+            st.login_error = Some((Instant::now(), err.clone()));
+            if st.total() == 0 {
+                // Nothing will be released to them: tell every queued client now.
+                while let Some(w) = self.pop_waiter(&mut st) {
+                    let _ = w.tx.send(Grant::Failed(err.clone()));
+                }
+                return;
+            }
+        }
+        self.grant_connect(&mut st);
+        drop(st);
+        self.kick_group();
+    }
+
+    /// A queued client waited `reserve_pool_timeout`: let it open a reserve connection if
+    /// the reserve allows. Returns None if it is no longer queued or the reserve is full.
+    pub fn try_reserve(self: &Arc<Self>, client_id: u64) -> Option<ConnectPermit> {
+        let mut st = lock(&self.state);
+        let limit = st.settings.size + st.settings.reserve;
+        if st.total() >= limit {
+            return None;
+        }
+        let idx = st.waiters.iter().position(|w| w.id == client_id)?;
+        if !limits::acquire_both(&self.db_group, &self.user_group) {
+            return None;
+        }
+        let w = st.waiters.remove(idx)?;
+        if w.starving {
+            self.db_group.remove_starving();
+            self.user_group.remove_starving();
+        }
+        Some(self.new_permit(&mut st))
+    }
+
+    /// Removes a client from the queue (it left or gave up). Returns whether it was there.
+    fn dequeue(&self, client_id: u64) -> bool {
+        let mut st = lock(&self.state);
+        let Some(idx) = st.waiters.iter().position(|w| w.id == client_id) else {
+            return false;
+        };
+        if let Some(w) = st.waiters.remove(idx)
+            && w.starving
+        {
+            self.db_group.remove_starving();
+            self.user_group.remove_starving();
+        }
+        true
+    }
+
+    /// Idle servers to close: those idle longer than `idle_timeout` or older than
+    /// `lifetime` (0 = never). They leave the pool's accounting here.
+    pub fn take_expired(&self, idle_timeout: Duration, lifetime: Duration) -> Vec<IdleServer> {
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        let expired = |s: &IdleServer| {
+            (!idle_timeout.is_zero() && now.duration_since(s.info.last_used) >= idle_timeout)
+                || (!lifetime.is_zero() && now.duration_since(s.info.created) >= lifetime)
+        };
+        let (out, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut st.idle).into_iter().partition(expired);
+        st.idle = keep;
+        for _ in &out {
+            limits::release_both(&self.db_group, &self.user_group);
+        }
+        out
+    }
+
+    /// How many connections to open to reach `min_pool_size`, taking the permits now.
+    pub fn permits_for_min(self: &Arc<Self>) -> Vec<ConnectPermit> {
+        let mut st = lock(&self.state);
+        let mut out = Vec::new();
+        while st.total() < st.settings.min.min(st.settings.size) {
+            if !limits::acquire_both(&self.db_group, &self.user_group) {
+                break;
+            }
+            out.push(self.new_permit(&mut st));
+        }
+        out
+    }
+
+    /// Applies new settings (RELOAD); extra idle servers beyond a smaller size are closed.
+    pub fn update_settings(self: &Arc<Self>, settings: PoolSettings) {
+        let mut st = lock(&self.state);
+        st.settings = settings;
+        while st.total() > st.settings.size + st.settings.reserve && !st.idle.is_empty() {
+            st.idle.remove(0);
+            limits::release_both(&self.db_group, &self.user_group);
+        }
+        self.grant_connect(&mut st);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! Pool accounting without PostgreSQL: sockets are socketpairs, grants are polled by hand.
+
+use std::{
+    future::poll_fn,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::FutureExt;
+use socket2::{Domain, Socket, Type};
+
+use super::*;
+use crate::{config::PoolMode, net::ServerAddr, server::Target};
+
+fn target() -> Arc<Target> {
+    Arc::new(Target {
+        addr: ServerAddr::new(
+            &IpAddr::V4(Ipv4Addr::LOCALHOST).to_string(),
+            1,
+            Duration::ZERO,
+        ),
+        dbname: "db".into(),
+        user: "u".into(),
+        password: None,
+        startup_params: vec![],
+        connect_timeout: Duration::from_secs(1),
+    })
+}
+
+fn settings(size: u32, reserve: u32) -> PoolSettings {
+    PoolSettings {
+        mode: PoolMode::Transaction,
+        size,
+        reserve,
+        min: 0,
+        reserve_timeout: Duration::from_secs(5),
+        login_retry: Duration::from_secs(15),
+    }
+}
+
+fn pool_in(pools: &Pools, db: &str, user: &str, size: u32, db_limit: u32) -> Arc<Pool> {
+    let key = PoolKey {
+        db: db.into(),
+        user: user.into(),
+    };
+    pools.get_or_create(&key, db_limit, 0, || (target(), settings(size, 1)))
+}
+
+fn server() -> IdleServer {
+    let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+    let now = Instant::now();
+    IdleServer {
+        socket: a,
+        info: ServerInfo {
+            id: next_server_id(),
+            params: vec![],
+            pid: 1,
+            secret: 2,
+            created: now,
+            last_used: now,
+        },
+    }
+}
+
+fn permit(a: Acquire) -> ConnectPermit {
+    match a {
+        Acquire::Now(Grant::Connect(p)) => p,
+        _ => panic!("expected a connect permit"),
+    }
+}
+
+fn waiting(a: Acquire) -> WaitHandle {
+    match a {
+        Acquire::Wait(h) => h,
+        _ => panic!("expected to wait"),
+    }
+}
+
+fn ready(h: &mut WaitHandle) -> Option<Grant> {
+    poll_fn(|cx| h.poll_grant(cx).map(Some))
+        .now_or_never()
+        .flatten()
+}
+
+#[test]
+fn permits_up_to_size_then_fifo_queue() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 2, 0);
+    let a = permit(p.acquire(1));
+    let b = permit(p.acquire(2));
+    let mut w3 = waiting(p.acquire(3));
+    let mut w4 = waiting(p.acquire(4));
+    assert_eq!(p.counts().waiting, 2);
+    a.connected();
+    b.connected();
+    assert_eq!(p.counts().active, 2);
+    // A released server goes to the first waiter, not the second, not the idle list.
+    p.release(server());
+    assert!(matches!(ready(&mut w3), Some(Grant::Server(_))));
+    assert!(ready(&mut w4).is_none());
+    assert_eq!(p.counts().idle, 0);
+    assert_eq!(p.counts().active, 2);
+}
+
+#[test]
+fn most_recently_used_idle_first() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 3, 0);
+    for id in 0..2 {
+        permit(p.acquire(id)).connected();
+    }
+    let first = server();
+    let second = server();
+    let second_id = second.info.id;
+    p.release(first);
+    p.release(second);
+    match p.acquire(9) {
+        Acquire::Now(Grant::Server(s)) => assert_eq!(s.info.id, second_id),
+        _ => panic!("expected an idle server"),
+    }
+}
+
+#[test]
+fn dropped_permit_frees_slot_for_waiter() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 1, 0);
+    let a = permit(p.acquire(1));
+    let mut w = waiting(p.acquire(2));
+    drop(a);
+    let g = ready(&mut w);
+    assert!(matches!(g, Some(Grant::Connect(_))));
+    assert_eq!(p.counts().connecting, 1);
+    drop(g);
+    assert_eq!(
+        p.counts().connecting,
+        0,
+        "an unused permit gives its slot back"
+    );
+}
+
+#[test]
+fn server_closed_frees_slot() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 1, 0);
+    permit(p.acquire(1)).connected();
+    let mut w = waiting(p.acquire(2));
+    p.server_closed();
+    assert!(matches!(ready(&mut w), Some(Grant::Connect(_))));
+}
+
+#[test]
+fn waiter_that_leaves_gives_back_its_grant() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 1, 0);
+    permit(p.acquire(1)).connected();
+    let w = waiting(p.acquire(2));
+    p.release(server());
+    // The grant went to the waiter; dropping it must return the server to idle.
+    drop(w);
+    let c = p.counts();
+    assert_eq!((c.idle, c.active, c.waiting), (1, 0, 0));
+}
+
+#[test]
+fn login_error_fails_fast_then_clears() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 2, 0);
+    let a = permit(p.acquire(1));
+    let mut w = {
+        // Fill the pool so the next client queues.
+        let b = permit(p.acquire(2));
+        let w = waiting(p.acquire(3));
+        drop(b);
+        w
+    };
+    // The waiter got b's slot as a permit.
+    let p3 = match ready(&mut w) {
+        Some(Grant::Connect(p)) => p,
+        _ => panic!("expected a permit"),
+    };
+    let err = Arc::new(crate::server::ServerError::Pooler("boom".into()));
+    p3.failed(Some(err.clone()));
+    a.failed(Some(err));
+    // No server at all and a fresh login error: the next client fails at once.
+    assert!(matches!(p.acquire(4), Acquire::Now(Grant::Failed(_))));
+}
+
+#[test]
+fn reserve_after_timeout_only_within_reserve() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 1, 0);
+    permit(p.acquire(1)).connected();
+    let _w2 = waiting(p.acquire(2));
+    let _w3 = waiting(p.acquire(3));
+    let r = p.try_reserve(2).expect("reserve of 1 has room");
+    r.connected();
+    assert!(p.try_reserve(3).is_none(), "reserve exhausted");
+    assert!(p.try_reserve(42).is_none(), "not queued");
+    assert_eq!(p.counts().waiting, 1);
+}
+
+#[test]
+fn db_limit_is_shared_and_evicts_sibling_idle() {
+    let pools = Pools::new();
+    let a = pool_in(&pools, "d", "alice", 5, 2);
+    let b = pool_in(&pools, "d", "bob", 5, 2);
+    permit(a.acquire(1)).connected();
+    permit(a.acquire(2)).connected();
+    // Both slots of the database are alice's and active: bob queues.
+    let mut wb = waiting(b.acquire(3));
+    // alice releases one: bob is starving, so it is closed and bob may connect.
+    a.release(server());
+    assert!(matches!(ready(&mut wb), Some(Grant::Connect(_))));
+    assert_eq!(a.counts().idle, 0);
+    // Idle servers of a sibling are evicted to make room.
+    let pools = Pools::new();
+    let a = pool_in(&pools, "d", "alice", 5, 1);
+    let b = pool_in(&pools, "d", "bob", 5, 1);
+    permit(a.acquire(1)).connected();
+    a.release(server());
+    assert_eq!(a.counts().idle, 1);
+    assert!(matches!(b.acquire(2), Acquire::Now(Grant::Connect(_))));
+    assert_eq!(a.counts().idle, 0);
+}
+
+#[test]
+fn expired_idle_servers_are_taken_out() {
+    let pools = Pools::new();
+    let p = pool_in(&pools, "d", "u", 2, 0);
+    permit(p.acquire(1)).connected();
+    let mut s = server();
+    s.info.last_used = Instant::now() - Duration::from_secs(100);
+    p.release(s);
+    assert!(
+        p.take_expired(Duration::from_secs(200), Duration::ZERO)
+            .is_empty()
+    );
+    assert_eq!(
+        p.take_expired(Duration::from_secs(50), Duration::ZERO)
+            .len(),
+        1
+    );
+    assert_eq!(p.counts().idle, 0);
+    // The slot is free again.
+    assert!(matches!(p.acquire(2), Acquire::Now(Grant::Connect(_))));
+}

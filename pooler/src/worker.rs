@@ -1,0 +1,137 @@
+//! Worker threads (one compio runtime each), their accept loops, and the janitor that
+//! keeps pools at min_pool_size and retires idle servers.
+
+use std::{io, sync::Arc, thread, time::Duration};
+
+use compio::{
+    BufResult,
+    buf::IntoInner,
+    driver::{SharedFd, op::Accept},
+};
+
+use crate::{
+    app::App,
+    net::{self, Listener, Listeners},
+    server,
+};
+
+/// Runs the pooler on the given listeners until `app.shutdown` is raised.
+pub fn run(app: Arc<App>, mut listeners: Listeners) -> io::Result<()> {
+    let per_worker = std::mem::take(&mut listeners.per_worker);
+    let mut handles = Vec::new();
+    for (i, ls) in per_worker.into_iter().enumerate() {
+        let app = app.clone();
+        handles.push(
+            thread::Builder::new()
+                .name(format!("pooler-w{i}"))
+                .spawn(move || worker_main(i, app, ls))?,
+        );
+    }
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                app.shutdown.raise();
+                result = Err(e);
+            }
+            Err(_) => {
+                app.shutdown.raise();
+                result = Err(io::Error::other("a worker thread panicked"));
+            }
+        }
+    }
+    drop(listeners);
+    result
+}
+
+fn worker_main(index: usize, app: Arc<App>, listeners: Vec<Listener>) -> io::Result<()> {
+    let rt = net::build_runtime(app.backend)?;
+    rt.block_on(async {
+        for l in listeners {
+            compio::runtime::spawn(accept_loop(app.clone(), l)).detach();
+        }
+        if index == 0 {
+            compio::runtime::spawn(janitor(app.clone())).detach();
+        }
+        app.shutdown.wait().await;
+    });
+    Ok(())
+}
+
+async fn accept_loop(app: Arc<App>, listener: Listener) {
+    let what = listener.describe();
+    let is_tcp = matches!(listener, Listener::Tcp(..));
+    let socket = match listener {
+        Listener::Tcp(s, _) | Listener::Unix(s, _) => s,
+    };
+    if app.backend == net::Backend::Epoll
+        && let Err(e) = socket.set_nonblocking(true)
+    {
+        tracing::error!("listener {what}: {e}");
+        return;
+    }
+    let fd = SharedFd::new(socket);
+    loop {
+        let BufResult(res, op) = compio::runtime::submit(Accept::new(fd.clone())).await;
+        if let Err(e) = res {
+            // Out of descriptors and similar: back off instead of spinning.
+            tracing::warn!("accept on {what}: {e}");
+            compio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let (sock, addr) = op.into_inner();
+        let peer = if is_tcp {
+            addr.as_socket()
+                .map_or_else(|| "?".to_string(), |a| a.to_string())
+        } else {
+            "unix".to_string()
+        };
+        if is_tcp {
+            let _ = sock.set_tcp_nodelay(true);
+            let g = &app.config().pooler;
+            if g.tcp_keepalive {
+                let _ = sock.set_keepalive(true);
+            }
+        }
+        compio::runtime::spawn(crate::client::serve(app.clone(), sock, peer)).detach();
+    }
+}
+
+/// Once a second: open connections up to min_pool_size, close idle servers past
+/// server_idle_timeout or server_lifetime.
+async fn janitor(app: Arc<App>) {
+    loop {
+        compio::time::sleep(Duration::from_secs(1)).await;
+        let cfg = app.config();
+        for pool in app.pools.all() {
+            for s in pool.take_expired(cfg.pooler.server_idle_timeout, cfg.pooler.server_lifetime) {
+                tracing::debug!(server = s.info.id, pool = ?pool.key, "closing idle server (idle timeout or lifetime)");
+                server::close_idle(s.socket);
+            }
+            for permit in pool.permits_for_min() {
+                let pool = pool.clone();
+                let creds = server::credentials(&pool, app.auth_file().as_deref());
+                let read_size = (cfg.pooler.pkt_buf as usize).max(16 * 1024);
+                compio::runtime::spawn(async move {
+                    match server::open(&pool.target, &creds, read_size).await {
+                        Ok((conn, info)) => {
+                            permit.connected();
+                            pool.set_welcome(&info.params);
+                            match server::ServerConn::new(conn, info).into_idle() {
+ Some(idle) => pool.release(idle),
+ None => pool.server_closed(),
+ }
+                        }
+                        Err(e) => {
+                            tracing::warn!(pool = ?pool.key, "min_pool_size connection failed: {e}");
+                            let e = Arc::new(e);
+                            permit.failed(e.is_login_failure().then_some(e));
+                        }
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+}

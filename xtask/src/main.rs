@@ -1,0 +1,187 @@
+//! cargo xtask: project automation (`test`: install, lint, test, load acceptance; `demo`: pooler + PostgreSQL to play with).
+
+mod demo;
+mod pg;
+mod pooler;
+mod test;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [--no-lint] [--no-load] [-- ARGS...]
+        install missing system packages (PostgreSQL 15 server and client, procps), then
+        cargo fmt --check, cargo clippy -D warnings, cargo test --workspace ARGS...,
+        and the pgbench load acceptance through the release pooler
+  demo  start a temporary PostgreSQL and the pooler in front of it; Ctrl-C stops both
+
+environment: XTASK_POOLER_BIN=PATH uses that binary instead of building the release pooler;
+  PG_BIN_DIR overrides /usr/lib/postgresql/15/bin
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(true)
+        }
+        _ => {
+            eprint!("{USAGE}");
+            Ok(false)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// `cargo` as cargo itself was invoked (env CARGO), run from the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a command with inherited output; Err when it cannot start or exits non-zero.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        let program = Path::new(cmd.get_program());
+        let name = program.file_name().unwrap_or(program.as_os_str());
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+        bail!(
+            "`{} {}` failed ({status})",
+            name.to_string_lossy(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether an executable of that name is on PATH.
+pub fn in_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// A free TCP port on 127.0.0.1, preferring `preferred` and the ports just above it.
+pub fn free_port(preferred: Option<u16>) -> Result<u16> {
+    if let Some(first) = preferred {
+        for port in first..first.saturating_add(100) {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Path of the release pooler binary (honours CARGO_TARGET_DIR).
+pub fn release_pooler() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_relative() {
+        workspace_root().join(target)
+    } else {
+        target
+    };
+    target.join("release").join("pooler")
+}
+
+/// cargo build --release -p pooler; returns the binary's path. XTASK_POOLER_BIN names a prebuilt
+/// binary instead (another build, or a stand-in that takes `-c FILE`).
+pub fn build_release_pooler() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("XTASK_POOLER_BIN") {
+        println!("== using XTASK_POOLER_BIN={}", bin.to_string_lossy());
+        return Ok(PathBuf::from(bin));
+    }
+    println!("== cargo build --release -p pooler");
+    run_cmd(cargo().args(["build", "--release", "-p", "pooler"]))?;
+    let bin = release_pooler();
+    if !bin.is_file() {
+        bail!("built, but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A fresh directory under /tmp, readable by everyone (the PostgreSQL user must traverse it).
+pub fn make_temp_dir(prefix: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for i in 0..1000u32 {
+        let dir = Path::new("/tmp").join(format!("{prefix}-{}-{nanos:x}-{i}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("mkdir {}", dir.display())),
+        }
+    }
+    bail!("cannot create a temp dir in /tmp")
+}
+
+/// Raise the soft open-files limit to the hard one (500 pgbench clients need the descriptors).
+pub fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The last `n` lines of a text file (for failure reports).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,214 @@
+//! cargo xtask test: system packages, fmt, clippy, cargo test, then the pgbench load acceptance through the pooler.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::pg::{self, Cluster};
+use crate::pooler::PoolerProcess;
+use crate::{
+    build_release_pooler, cargo, in_path, is_root, make_temp_dir, run_cmd, tail, workspace_root,
+};
+
+enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(&'static str),
+}
+
+struct Step {
+    name: &'static str,
+    outcome: Outcome,
+    secs: f64,
+}
+
+/// Returns Ok(true) when every step that ran passed.
+pub fn run(args: &[String]) -> Result<bool> {
+    let mut lint = true;
+    let mut load = true;
+    let mut test_args: Vec<String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--no-lint" => lint = false,
+            "--no-load" => load = false,
+            "--" => test_args.extend(rest.by_ref().cloned()),
+            other => bail!("xtask test: unknown argument {other:?} (see cargo xtask help)"),
+        }
+    }
+
+    let mut steps: Vec<Step> = Vec::new();
+    // Runs one step unless `skip` gives a reason not to, and records the outcome.
+    let mut step = |name: &'static str,
+                    skip: Option<&'static str>,
+                    f: &mut dyn FnMut() -> Result<()>| {
+        let started = Instant::now();
+        let outcome = match skip {
+            Some(why) => Outcome::Skipped(why),
+            None => {
+                println!("\n== xtask test: {name}");
+                match f() {
+                    Ok(()) => Outcome::Passed,
+                    Err(e) => {
+                        eprintln!("xtask test: {name} failed: {e:#}");
+                        Outcome::Failed(format!("{e:#}").lines().next().unwrap_or("").to_string())
+                    }
+                }
+            }
+        };
+        steps.push(Step {
+            name,
+            outcome,
+            secs: started.elapsed().as_secs_f64(),
+        });
+    };
+
+    let mut deps_ok = false;
+    step("system packages", None, &mut || {
+        install_missing_packages()?;
+        deps_ok = true;
+        Ok(())
+    });
+    let no_lint = (!lint).then_some("--no-lint");
+    step("cargo fmt --check", no_lint, &mut || {
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+    });
+    step("cargo clippy", no_lint, &mut || {
+        run_cmd(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    let no_deps = (!deps_ok).then_some("system packages missing");
+    step("cargo test", no_deps, &mut || {
+        run_cmd(cargo().args(["test", "--workspace"]).args(&test_args))
+    });
+    let no_load = if !load { Some("--no-load") } else { no_deps };
+    step("load acceptance", no_load, &mut load_acceptance);
+
+    println!("\n== xtask test: summary");
+    let mut failed = 0;
+    for s in &steps {
+        let (word, detail) = match &s.outcome {
+            Outcome::Passed => ("passed", String::new()),
+            Outcome::Failed(why) => {
+                failed += 1;
+                ("FAILED", format!("  {why}"))
+            }
+            Outcome::Skipped(why) => ("skipped", format!("  ({why})")),
+        };
+        println!("  {:<20} {word:<8} {:>7.1} s{detail}", s.name, s.secs);
+    }
+    if failed == 0 {
+        println!("xtask test: OK");
+    } else {
+        println!("xtask test: {failed} step(s) FAILED");
+    }
+    Ok(failed == 0)
+}
+
+/// Debian packages for what the tests run, installed only when missing.
+fn install_missing_packages() -> Result<()> {
+    let mut missing: Vec<&str> = Vec::new();
+    if !pg::bin_dir().join("initdb").is_file() {
+        missing.push("postgresql-15");
+    }
+    if !["psql", "pgbench", "pg_isready"].iter().all(|t| in_path(t)) {
+        missing.push("postgresql-client-15");
+    }
+    if !in_path("ps") {
+        missing.push("procps");
+    }
+    if missing.is_empty() {
+        println!("all present: PostgreSQL 15 server and client, procps");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {}: install them as root (apt-get install -y --no-install-recommends {0})",
+            missing.join(" ")
+        );
+    }
+    println!("installing: {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run_cmd(&mut apt(&["update"]))?;
+    run_cmd(apt(&["install", "-y", "--no-install-recommends", "--no-upgrade"]).args(&missing))?;
+    if !pg::bin_dir().join("initdb").is_file() || !in_path("pgbench") {
+        bail!(
+            "installed {}, but PostgreSQL 15 is still incomplete",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Release pooler in front of a temporary cluster; the acceptance script in simple and extended mode.
+fn load_acceptance() -> Result<()> {
+    let bin = build_release_pooler()?;
+    crate::raise_nofile_limit();
+    let cluster = Cluster::start(200)?;
+    println!(
+        "PostgreSQL 15 on 127.0.0.1:{} ({})",
+        cluster.port,
+        cluster.root.display()
+    );
+    let dir = make_temp_dir("xtask-pooler")?;
+    let result = (|| -> Result<()> {
+        let mut pooler = PoolerProcess::start(&bin, &dir, None, cluster.port, false)?;
+        println!("pooler on 127.0.0.1:{} (pid {})", pooler.port, pooler.pid());
+        let script = workspace_root().join("tests/load/pgbench_acceptance.sh");
+        let mut failures = Vec::new();
+        for protocol in ["simple", "extended"] {
+            println!("\n-- acceptance, {protocol} protocol");
+            if let Err(e) = run_script(&script, pooler.port, protocol) {
+                failures.push(format!("{protocol}: {e}"));
+            }
+            if let Some(status) = pooler.try_wait() {
+                bail!(
+                    "the pooler died ({status}); log:\n{}",
+                    tail(&pooler.log_path, 60)
+                );
+            }
+        }
+        let status = pooler.stop();
+        println!("pooler stopped: {status:?}");
+        if !failures.is_empty() {
+            eprintln!(
+                "--- pooler log (last 60 lines) ---\n{}",
+                tail(&pooler.log_path, 60)
+            );
+            bail!("{}", failures.join("; "));
+        }
+        Ok(())
+    })();
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_script(script: &Path, port: u16, protocol: &str) -> Result<()> {
+    let mut cmd = Command::new("bash");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg(script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .env("ACCEPT_DURATION", "10")
+        .env("ACCEPT_PROTOCOL", protocol)
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", "postgres");
+    run_cmd(&mut cmd)
+}
