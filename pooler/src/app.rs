@@ -1,6 +1,6 @@
 //! State shared by every worker: configuration, auth file, pools and the client registry.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::{
     auth::AuthFile, client::registry::ClientRegistry, config::Config, net::Backend, pool::Pools,
@@ -14,6 +14,7 @@ pub struct App {
     pub clients: ClientRegistry,
     pub backend: Backend,
     pub shutdown: Shutdown,
+    db_flags: Mutex<crate::control::DbFlags>,
 }
 
 impl App {
@@ -25,6 +26,7 @@ impl App {
             clients: ClientRegistry::default(),
             backend,
             shutdown: Shutdown::new(),
+            db_flags: Mutex::new(Default::default()),
         })
     }
 
@@ -34,6 +36,10 @@ impl App {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub(crate) fn db_flags(&self) -> MutexGuard<'_, crate::control::DbFlags> {
+        self.db_flags.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn auth_file(&self) -> Option<Arc<AuthFile>> {

@@ -4,15 +4,18 @@
 //! Data flows one way: socket bytes (`net`) -> frames (`proto`) -> the client's session
 //! (`client`) -> the pool (`pool`) -> the server side (`server`) -> `net`.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod net;
 pub mod pool;
 pub mod proto;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 mod worker;
 
 pub use worker::run;

@@ -1,17 +1,18 @@
 //! The `pooler` binary: command line, logging, signals; the daemon itself is the library.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::Path, path::PathBuf, process::ExitCode, sync::Arc};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pooler::{app::App, auth::AuthFile, config::Config, net};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "PostgreSQL connection pooler on io_uring (PgBouncer-compatible)"
+    about = "PostgreSQL connection pooler on io_uring (PgBouncer-compatible)",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Configuration file (TOML).
+    /// Configuration file: TOML, or PgBouncer's pgbouncer.ini (read as ini when it ends in .ini).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Configuration file, as PgBouncer takes it (same as -c).
@@ -20,15 +21,32 @@ struct Cli {
     /// Validate the configuration (and the auth file) and exit: 0 if valid, 1 otherwise.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the TOML equivalent of a PgBouncer ini file on stdout, and the settings it ignores
+    /// on stderr; exit 0 if the result is a valid configuration, 1 otherwise.
+    #[command(name = "import-pgbouncer")]
+    ImportPgbouncer {
+        /// The pgbouncer.ini to translate (its %include files are read too).
+        #[arg(value_name = "FILE")]
+        ini: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ImportPgbouncer { ini }) = &cli.command {
+        return import_pgbouncer(ini);
+    }
     let Some(path) = cli.config.or(cli.file) else {
         eprintln!("pooler: no configuration file given (use -c FILE)");
         return ExitCode::from(2);
     };
-    let config = match Config::load(&path) {
+    let (config, warnings) = match Config::load_with_warnings(&path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("pooler: invalid configuration:\n{errors}");
@@ -49,15 +67,43 @@ fn main() -> ExitCode {
         None => None,
     };
     if cli.check {
+        for warning in &warnings {
+            eprintln!("pooler: warning: {warning}");
+        }
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
     init_logging(config.pooler.log_level.as_deref());
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     match run(config, auth_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("pooler: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `pooler import-pgbouncer FILE`: TOML on stdout; warnings, then errors, on stderr.
+fn import_pgbouncer(ini: &Path) -> ExitCode {
+    let imported = match pooler::config::import_pgbouncer(ini) {
+        Ok(imported) => imported,
+        Err(errors) => {
+            eprintln!("pooler: cannot import {}:\n{errors}", ini.display());
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", imported.toml);
+    for warning in &imported.warnings {
+        eprintln!("{warning}");
+    }
+    match imported.config {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => {
+            eprintln!("pooler: the result is not a valid configuration:\n{errors}");
             ExitCode::from(1)
         }
     }

@@ -115,8 +115,8 @@ async fn janitor(app: Arc<App>) {
                 let read_size = (cfg.pooler.pkt_buf as usize).max(16 * 1024);
                 compio::runtime::spawn(async move {
                     match server::open(&pool.target, &creds, read_size).await {
-                        Ok((conn, info)) => {
-                            permit.connected();
+                        Ok((conn, mut info)) => {
+                            permit.connected(&mut info);
                             pool.set_welcome(&info.params);
                             match server::ServerConn::new(conn, info).into_idle() {
  Some(idle) => pool.release(idle),

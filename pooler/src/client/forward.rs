@@ -107,6 +107,11 @@ pub struct ServerScan {
     pub violation: Option<String>,
     /// A statement-mode client opened a transaction (its ReadyForQuery was held back).
     pub began_transaction: bool,
+    /// ReadyForQuery messages that ended client requests, and the last one's status.
+    pub client_ready: u32,
+    pub last_status: u8,
+    /// The client's application_name changed (ParameterStatus).
+    pub application_name: Option<String>,
 }
 
 /// Forwards the server's replies to the client (`client_out`, None when the client is
@@ -185,6 +190,10 @@ pub fn server_to_client(
                 server.tracker.ready_for_query(status);
                 *copy_in = false;
                 scan.ready = true;
+                if to_client {
+                    scan.client_ready += 1;
+                    scan.last_status = status;
+                }
                 if forward && status != b'I' && statement_mode {
                     // Refused by the session; this ReadyForQuery is replaced.
                     scan.began_transaction = true;
@@ -196,6 +205,9 @@ pub fn server_to_client(
                     server.info.set_param(&name, &value);
                     if to_client && let Some(canon) = tracked(&name) {
                         params.set(&canon, &value);
+                        if canon == "application_name" {
+                            scan.application_name = Some(value);
+                        }
                     }
                 }
             }

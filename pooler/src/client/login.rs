@@ -5,7 +5,7 @@ use std::{future::poll_fn, sync::Arc};
 
 use crate::{
     app::App,
-    client::registry::Admission,
+    client::registry::{Admission, ClientInfo},
     config::Config,
     net::{Conn, ServerAddr},
     pool::{Acquire, Grant, Pool, PoolKey, PoolSettings},
@@ -30,6 +30,45 @@ pub struct LoggedIn<'a> {
     pub admission: Admission<'a>,
 }
 
+/// A client logged in to the admin console (database `pgbouncer` or `pooler`).
+pub struct AdminLogin<'a> {
+    pub shared: Arc<ClientShared>,
+    pub role: crate::admin::Role,
+    pub admission: Admission<'a>,
+}
+
+pub enum Login<'a> {
+    Session(LoggedIn<'a>),
+    Admin(AdminLogin<'a>),
+}
+
+/// Names of the admin console's virtual database.
+pub fn is_admin_db(name: &str) -> bool {
+    name == "pgbouncer" || name == "pooler"
+}
+
+fn client_info(conn: &Conn, peer: &str, user: &str, database: &str) -> ClientInfo {
+    let (addr, port) = match peer.parse::<std::net::SocketAddr>() {
+        Ok(a) => (a.ip().to_string(), a.port()),
+        Err(_) => (peer.to_string(), 0),
+    };
+    let (local_addr, local_port) = conn
+        .socket()
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(("unix".to_string(), 0), |a| (a.ip().to_string(), a.port()));
+    ClientInfo {
+        user: user.to_string(),
+        database: database.to_string(),
+        addr,
+        port,
+        local_addr,
+        local_port,
+        connect_time: crate::stats::now_micros(),
+    }
+}
+
 /// Logs a client in. Ok(None) when the connection was a cancel request or the client
 /// left.
 pub async fn login<'a>(
@@ -38,7 +77,7 @@ pub async fn login<'a>(
     conn: &mut Conn,
     peer: &str,
     id: u64,
-) -> Result<Option<LoggedIn<'a>>, Fatal> {
+) -> Result<Option<Login<'a>>, Fatal> {
     let g = &cfg.pooler;
     let req = match startup::read_request(conn, g).await? {
         Request::Gone => return Ok(None),
@@ -60,12 +99,59 @@ pub async fn login<'a>(
     let auth_file = app.auth_file();
     let outcome = auth::authenticate(conn, g.auth_type, auth_file.as_deref(), &req.user).await?;
 
+    if is_admin_db(&req.database) {
+        let role = if g.admin_users.contains(&req.user) {
+            crate::admin::Role::Admin
+        } else if g.stats_users.contains(&req.user) {
+            crate::admin::Role::Stats
+        } else {
+            return Err(Fatal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "user \"{}\" may not use the admin console (not in admin_users or stats_users)",
+                    req.user
+                ),
+            ));
+        };
+        let app_name = req
+            .params
+            .iter()
+            .find(|(n, _)| n == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let shared = app.clients.register(
+            id,
+            client_info(conn, peer, &req.user, &req.database),
+            app_name.clone(),
+        );
+        backend::authentication_ok(&mut conn.wbuf);
+        for (n, v) in crate::admin::greeting(&app_name) {
+            backend::parameter_status(&mut conn.wbuf, &n, &v);
+        }
+        backend::backend_key_data(&mut conn.wbuf, shared.pid, shared.secret);
+        backend::ready_for_query(&mut conn.wbuf, b'I');
+        if g.log_connections {
+            tracing::info!(client = id, %peer, db = %req.database, user = %req.user, "admin console login");
+        }
+        return Ok(Some(Login::Admin(AdminLogin {
+            shared,
+            role,
+            admission,
+        })));
+    }
+
     let Some((_entry, db)) = cfg.database(&req.database) else {
         return Err(Fatal::new(
             sqlstate::INVALID_CATALOG_NAME,
             format!("no such database: {}", req.database),
         ));
     };
+    if app.is_disabled(&req.database) {
+        return Err(Fatal::new(
+            sqlstate::CANNOT_CONNECT_NOW,
+            format!("database \"{}\" is disabled (DISABLE)", req.database),
+        ));
+    }
     let server_user = db.user.clone().unwrap_or_else(|| req.user.clone());
     let key = PoolKey {
         db: req.database.clone(),
@@ -106,6 +192,9 @@ pub async fn login<'a>(
             (Arc::new(target), settings)
         },
     );
+    if app.is_paused(&req.database) && !pool.is_paused() {
+        pool.pause();
+    }
     if let Some(keys) = outcome.scram_keys
         && server_user == req.user
     {
@@ -116,8 +205,11 @@ pub async fn login<'a>(
 
     let tracked = |n: &str| startup::tracked_name(g, n);
     let params = ClientParams::new(&welcome, &req.params, tracked);
-    let shared = app.clients.register(id);
+    let info = client_info(conn, peer, &req.user, &req.database);
+    let app_name = params.get("application_name").unwrap_or("").to_string();
+    let shared = app.clients.register(id, info, app_name);
     let _ = shared.pool.set(pool.clone());
+    pool.client_joined();
     backend::authentication_ok(&mut conn.wbuf);
     for (n, v) in params.greeting(&welcome) {
         backend::parameter_status(&mut conn.wbuf, &n, &v);
@@ -127,13 +219,13 @@ pub async fn login<'a>(
     if g.log_connections {
         tracing::info!(client = id, %peer, db = %req.database, user = %req.user, "login");
     }
-    Ok(Some(LoggedIn {
+    Ok(Some(Login::Session(LoggedIn {
         shared,
         pool,
         params,
         creds,
         admission,
-    }))
+    })))
 }
 
 fn server_read_size(cfg: &Config) -> usize {
@@ -162,8 +254,8 @@ async fn welcome(
                 pool.release(idle);
             }
             Grant::Connect(permit) => match server::open(&pool.target, creds, read_size).await {
-                Ok((conn, info)) => {
-                    permit.connected();
+                Ok((conn, mut info)) => {
+                    permit.connected(&mut info);
                     pool.set_welcome(&info.params);
                     match ServerConn::new(conn, info).into_idle() {
                         Some(idle) => pool.release(idle),

@@ -80,7 +80,13 @@ pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
         }
     };
     let done = match outcome {
-        Ok(Some(s)) => s,
+        Ok(Some(login::Login::Session(s))) => s,
+        Ok(Some(login::Login::Admin(a))) => {
+            crate::admin::serve(app.clone(), conn, a.shared.clone(), a.role).await;
+            app.clients.unregister(&a.shared);
+            drop(a.admission);
+            return;
+        }
         Ok(None) => return,
         Err(f) => {
             if !f.quiet {

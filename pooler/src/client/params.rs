@@ -96,18 +96,12 @@ mod tests {
     use super::*;
 
     fn server(params: &[(&str, &str)]) -> ServerInfo {
-        let now = std::time::Instant::now();
-        ServerInfo {
-            id: 1,
-            params: params
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            pid: 1,
-            secret: 1,
-            created: now,
-            last_used: now,
-        }
+        let mut info = ServerInfo::new("test".into());
+        info.params = params
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        info
     }
 
     fn tracked(n: &str) -> Option<String> {

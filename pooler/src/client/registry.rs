@@ -21,13 +21,43 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 
-use crate::pool::Pool;
+use crate::{
+    pool::Pool,
+    stats::{ClientState, StateCell, Traffic},
+};
 
 const SHARDS: usize = 16;
+
+/// Who a client is, fixed at login.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The user the client logged in as.
+    pub user: String,
+    /// The database name the client asked for.
+    pub database: String,
+    /// Peer address ("unix" for the Unix socket) and port (0 for the Unix socket).
+    pub addr: String,
+    pub port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    /// Login time, µs since the epoch.
+    pub connect_time: u64,
+}
 
 /// The part of a client session other threads may touch.
 pub struct ClientShared {
     pub id: u64,
+    pub info: ClientInfo,
+    pub application_name: Mutex<String>,
+    pub state: StateCell,
+    /// Traffic counters, written only by the client's own worker.
+    pub stats: Traffic,
+    /// Id of the linked server (0 = none), for SHOW CLIENTS' link column.
+    pub server: AtomicU64,
+    /// When the client started waiting for a server / sent its last request (µs since
+    /// the epoch).
+    pub wait_since: AtomicU64,
+    pub request_time: AtomicU64,
     /// Our BackendKeyData for this client.
     pub pid: i32,
     pub secret: i32,
@@ -36,6 +66,8 @@ pub struct ClientShared {
     cancels_in_flight: AtomicU32,
     /// Set by a cancel aimed at this client while it waits in a pool's queue.
     wait_cancelled: AtomicBool,
+    /// Set by KILL/KILL_CLIENT: the session ends with this reason.
+    killed: Mutex<Option<String>>,
     waker: AtomicWaker,
     pub pool: OnceLock<Arc<Pool>>,
 }
@@ -90,6 +122,20 @@ impl ClientShared {
 
     pub fn take_wait_cancelled(&self) -> bool {
         self.wait_cancelled.swap(false, Ordering::SeqCst)
+    }
+
+    /// Ends the session from another thread (admin KILL, shutdown).
+    pub fn kill(&self, reason: &str) {
+        if let Ok(mut k) = self.killed.lock()
+            && k.is_none()
+        {
+            *k = Some(reason.to_string());
+        }
+        self.waker.wake();
+    }
+
+    pub fn take_killed(&self) -> Option<String> {
+        self.killed.lock().ok().and_then(|mut k| k.take())
     }
 }
 
@@ -146,8 +192,30 @@ impl ClientRegistry {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// Every logged-in client.
+    pub fn all(&self) -> Vec<Arc<ClientShared>> {
+        let mut v: Vec<Arc<ClientShared>> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
     /// Registers a client under a fresh random cancel key.
-    pub fn register(&self, id: u64) -> Arc<ClientShared> {
+    pub fn register(
+        &self,
+        id: u64,
+        info: ClientInfo,
+        application_name: String,
+    ) -> Arc<ClientShared> {
         loop {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             let secret = rand::random::<i32>();
@@ -160,14 +228,23 @@ impl ClientRegistry {
             }
             let c = Arc::new(ClientShared {
                 id,
+                info: info.clone(),
+                application_name: Mutex::new(application_name.clone()),
+                state: StateCell::default(),
+                stats: Traffic::default(),
+                server: AtomicU64::new(0),
+                wait_since: AtomicU64::new(0),
+                request_time: AtomicU64::new(info.connect_time),
                 pid,
                 secret,
                 linked: AtomicU64::new(0),
                 cancels_in_flight: AtomicU32::new(0),
                 wait_cancelled: AtomicBool::new(false),
+                killed: Mutex::new(None),
                 waker: AtomicWaker::new(),
                 pool: OnceLock::new(),
             });
+            c.state.set_client(ClientState::Active);
             shard.insert(pid, c.clone());
             return c;
         }

@@ -81,6 +81,10 @@ pub struct Session {
     copy_in: bool,
     timer: Option<(Instant, Timer)>,
     cleanup: Cleanup,
+    /// When the request being answered / the transaction in progress / the wait began.
+    query_start: Option<Instant>,
+    xact_start: Option<Instant>,
+    wait_start: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -124,6 +128,9 @@ impl Session {
             copy_in: false,
             timer: None,
             cleanup: Cleanup::default(),
+            query_start: None,
+            xact_start: None,
+            wait_start: None,
         };
         if let Some(sv) = server {
             s.link(sv);
@@ -147,6 +154,12 @@ impl Session {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         self.shared.register(cx);
+        if let Some(reason) = self.shared.take_killed() {
+            // The server may be mid-transaction: close it rather than clean it.
+            self.drop_server();
+            self.phase = Phase::Idle;
+            self.fatal(sqlstate::ADMIN_SHUTDOWN, &reason, None);
+        }
         loop {
             let mut progress = false;
             progress |= self.poll_client_recv(cx);
@@ -253,7 +266,20 @@ impl Session {
             HIGH_WATER,
             &mut self.copy_in,
         );
-        let moved = self.client.rbuf.len() != before;
+        let moved_bytes = before - self.client.rbuf.len();
+        let moved = moved_bytes != 0;
+        if moved {
+            self.shared.stats.received.add(moved_bytes as u64);
+            if self.server.is_some() && self.query_start.is_none() {
+                let now = Instant::now();
+                self.query_start = Some(now);
+                self.xact_start.get_or_insert(now);
+                self.shared.request_time.store(
+                    crate::stats::now_micros(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
         match scan {
             ClientScan::Done => moved,
             ClientScan::NeedServer => {
@@ -284,6 +310,14 @@ impl Session {
             crate::pool::Acquire::Now(g) => self.on_grant(g),
             crate::pool::Acquire::Wait(handle) => {
                 let since = Instant::now();
+                self.wait_start = Some(since);
+                self.shared
+                    .state
+                    .set_client(crate::stats::ClientState::Waiting);
+                self.shared.wait_since.store(
+                    crate::stats::now_micros(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.phase = Phase::Waiting { handle, since };
                 self.arm_wait_timer(since);
             }
@@ -444,9 +478,9 @@ impl Session {
                 let permit = permit.take();
                 self.phase = Phase::Idle;
                 match res {
-                    Ok((conn, info)) => {
+                    Ok((conn, mut info)) => {
                         if let Some(p) = permit {
-                            p.connected();
+                            p.connected(&mut info);
                         }
                         self.pool.set_welcome(&info.params);
                         tracing::debug!(server = info.id, pool = ?self.pool.key, "new server connection");
@@ -469,6 +503,18 @@ impl Session {
     /// Takes a server into use: first the SET statements that give it this client's
     /// parameters (pipelined ahead of the client's request, no extra round trip).
     fn link(&mut self, mut sv: ServerConn) {
+        let st = &self.shared.stats;
+        st.server_assignments.add(1);
+        if let Some(t) = self.wait_start.take() {
+            st.wait_time.add(t.elapsed().as_micros() as u64);
+        }
+        self.shared
+            .state
+            .set_client(crate::stats::ClientState::Active);
+        self.shared
+            .server
+            .store(sv.info.id, std::sync::atomic::Ordering::Relaxed);
+        sv.info.shared.set_client(self.shared.id);
         if let Some(sql) = self.params.sync(&mut sv.info) {
             sv.send_internal(&sql, Internal::SetParams);
         }
@@ -546,6 +592,7 @@ impl Session {
             return false;
         };
         let before = s.conn.rbuf.len();
+        let client_before = self.client.wbuf.len();
         let out = (self.state == ClientState::Alive).then_some(&mut self.client.wbuf);
         let scan = forward::server_to_client(
             s,
@@ -557,6 +604,18 @@ impl Session {
             self.mode == PoolMode::Statement,
         );
         let moved = s.conn.rbuf.len() != before;
+        if self.state == ClientState::Alive {
+            let sent = self.client.wbuf.len().saturating_sub(client_before);
+            self.shared.stats.sent.add(sent as u64);
+        }
+        if scan.client_ready > 0 {
+            self.count_replies(&scan);
+        }
+        if let Some(name) = &scan.application_name
+            && let Ok(mut a) = self.shared.application_name.lock()
+        {
+            a.clone_from(name);
+        }
         if let Some(v) = scan.violation {
             self.server_lost(&format!("server protocol violation: {v}"), None);
             return true;
@@ -583,6 +642,29 @@ impl Session {
         moved
     }
 
+    /// Query and transaction counts and times, at the ReadyForQuery that ends them.
+    fn count_replies(&mut self, scan: &forward::ServerScan) {
+        let now = Instant::now();
+        let st = &self.shared.stats;
+        st.queries.add(scan.client_ready as u64);
+        if let Some(q) = self.query_start.take() {
+            st.query_time.add(now.duration_since(q).as_micros() as u64);
+        }
+        if self
+            .server
+            .as_ref()
+            .is_some_and(|s| s.tracker.awaiting_replies())
+        {
+            self.query_start = Some(now);
+        }
+        if scan.last_status == b'I' {
+            st.xacts.add(1);
+            if let Some(x) = self.xact_start.take() {
+                st.xact_time.add(now.duration_since(x).as_micros() as u64);
+            }
+        }
+    }
+
     /// The linked server died: tell the client (08006) and close it; free the slot.
     fn server_lost(&mut self, why: &str, fatal: Option<ErrorFields>) {
         let detail = fatal
@@ -604,6 +686,9 @@ impl Session {
     }
 
     fn drop_server(&mut self) {
+        self.shared
+            .server
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         if let Some(s) = self.server.take() {
             self.shared.clear_linked();
             self.published = false;
@@ -772,6 +857,9 @@ impl Session {
         }
         let s = self.server.take().expect("checked");
         self.cleanup = Cleanup::default();
+        self.shared
+            .server
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         match s.into_idle() {
             Some(idle) => self.pool.release(idle),
             None => self.pool.server_closed(),
@@ -784,5 +872,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.finish();
         self.app.clients.unregister(&self.shared);
+        self.pool.client_left(&self.shared.stats.values());
     }
 }

@@ -7,10 +7,15 @@
 mod databases;
 mod extract;
 mod general;
+mod ini;
 mod validate;
 
 #[cfg(test)]
+mod ini_tests;
+#[cfg(test)]
 mod tests;
+
+pub use ini::{Imported, import_pgbouncer};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -383,10 +388,19 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Read, parse and validate a TOML file. Every problem found is returned, not just the first.
+    /// Read, parse and validate a TOML file, or a PgBouncer ini file (see
+    /// [`Config::load_with_warnings`]). Every problem found is returned, not just the first.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with_warnings(path).map(|(config, _)| config)
+    }
+
+    /// Same, with the warnings of an ini file (PgBouncer settings that are ignored, one line
+    /// each); a TOML file has none. A file is read as PgBouncer's ini when its name ends in
+    /// `.ini`, or when it starts with `[pgbouncer]` / `[databases]` and is not valid TOML.
+    pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigErrors> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse_str(&text, Some(path)),
+            Ok(text) if ini::looks_like_ini(path, &text) => ini::load(path, &text),
+            Ok(text) => Config::parse_str(&text, Some(path)).map(|c| (c, Vec::new())),
             Err(e) => Err(ConfigErrors(vec![ConfigError {
                 file: Some(path.to_path_buf()),
                 key: String::new(),

@@ -6,6 +6,7 @@
 //! POOLS will report is the size of one of these collections, changed only under the
 //! pool's lock, so reports cannot disagree with behaviour.
 
+mod control;
 pub mod limits;
 mod registry;
 mod server_info;
@@ -19,7 +20,7 @@ use std::{
 
 use futures_channel::oneshot;
 pub use registry::{PoolKey, Pools};
-pub use server_info::{IdleServer, ServerInfo, next_server_id};
+pub use server_info::{IdleServer, ServerInfo, ServerShared, next_server_id};
 pub use wait::{ConnectPermit, WaitHandle};
 
 use crate::{config::PoolMode, server::Target};
@@ -70,6 +71,11 @@ pub(crate) struct PoolState {
     active: u32,
     connecting: u32,
     login_error: Option<(Instant, Arc<crate::server::ServerError>)>,
+    /// PAUSE/KILL: no server is handed out; released servers are closed.
+    paused: bool,
+    /// Bumped by RECONNECT and by a reload that changes the connection settings: servers
+    /// of an older generation are closed when released, never mid-transaction.
+    generation: u64,
 }
 
 impl PoolState {
@@ -99,6 +105,11 @@ pub struct Pool {
     /// when the auth file holds only a SCRAM secret.
     scram_keys: Mutex<Option<([u8; 32], [u8; 32])>>,
     pools: std::sync::Weak<registry::PoolsInner>,
+    /// Every server connection of this pool, for SHOW SERVERS (dead ones pruned lazily).
+    servers: Mutex<Vec<std::sync::Weak<ServerShared>>>,
+    /// Counters of clients that have left (live clients keep their own).
+    pub totals: crate::stats::Traffic,
+    clients: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +119,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
+    /// Registers a new server connection for monitoring.
+    pub fn add_server(&self, info: &ServerInfo) {
+        let mut v = lock(&self.servers);
+        if v.len() >= 64 && v.len().is_power_of_two() {
+            v.retain(|w| w.strong_count() > 0);
+        }
+        v.push(Arc::downgrade(&info.shared));
+    }
+
+    /// The pool's live server connections.
+    pub fn servers(&self) -> Vec<Arc<ServerShared>> {
+        let mut v = lock(&self.servers);
+        v.retain(|w| w.strong_count() > 0);
+        v.iter().filter_map(|w| w.upgrade()).collect()
+    }
+
+    pub fn client_joined(&self) {
+        self.clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A client left: its counters move into the pool's totals.
+    pub fn client_left(&self, stats: &crate::stats::TrafficValues) {
+        self.totals.absorb(stats);
+        self.clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Logged-in clients of this pool (active or waiting).
+    pub fn client_count(&self) -> u32 {
+        self.clients.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn settings(&self) -> PoolSettings {
         lock(&self.state).settings.clone()
     }
@@ -156,6 +200,15 @@ impl Pool {
         let mut evicted = false;
         loop {
             let mut st = lock(&self.state);
+            if st.paused {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push_back(Waiter {
+                    id: client_id,
+                    tx,
+                    starving: false,
+                });
+                return Acquire::Wait(WaitHandle::new(self.clone(), client_id, rx));
+            }
             if let Some(s) = st.idle.pop() {
                 st.active += 1;
                 return Acquire::Now(Grant::Server(s));
@@ -241,7 +294,20 @@ impl Pool {
 
     /// Gives a clean, idle server back: to the first waiter if any, else to the idle list.
     pub fn release(self: &Arc<Self>, server: IdleServer) {
+        server.info.shared.set_client(0);
+        server
+            .info
+            .shared
+            .state
+            .set_server(crate::stats::ServerState::Idle);
         let mut st = lock(&self.state);
+        if st.paused || server.info.generation != st.generation {
+            // Paused or reconnecting: this server goes away now that it is free.
+            drop(st);
+            crate::server::close_idle(server.socket);
+            self.server_closed();
+            return;
+        }
         st.active = st.active.saturating_sub(1);
         let mut server = server;
         while let Some(w) = self.pop_waiter(&mut st) {
@@ -278,7 +344,7 @@ impl Pool {
 
     /// Hands free slots to queued clients as permissions to connect.
     fn grant_connect(self: &Arc<Self>, st: &mut PoolState) {
-        while !st.waiters.is_empty() && st.total() < st.settings.size {
+        while !st.paused && !st.waiters.is_empty() && st.total() < st.settings.size {
             if !limits::acquire_both(&self.db_group, &self.user_group) {
                 return;
             }
@@ -311,8 +377,12 @@ impl Pool {
         }
     }
 
-    fn permit_used(&self) {
+    fn permit_used(&self, info: &mut ServerInfo) {
         let mut st = lock(&self.state);
+        info.generation = st.generation;
+        info.shared
+            .generation
+            .store(st.generation, std::sync::atomic::Ordering::Relaxed);
         st.connecting = st.connecting.saturating_sub(1);
         st.active += 1;
         st.login_error = None;

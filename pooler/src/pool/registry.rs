@@ -90,10 +90,15 @@ impl Pools {
                 active: 0,
                 connecting: 0,
                 login_error: None,
+                paused: false,
+                generation: 0,
             }),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
             pools: Arc::downgrade(&self.inner),
+            servers: Mutex::new(Vec::new()),
+            totals: Default::default(),
+            clients: Default::default(),
         });
         map.insert(key.clone(), pool.clone());
         pool

@@ -49,18 +49,10 @@ fn pool_in(pools: &Pools, db: &str, user: &str, size: u32, db_limit: u32) -> Arc
 
 fn server() -> IdleServer {
     let (a, _b) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
-    let now = Instant::now();
-    IdleServer {
-        socket: a,
-        info: ServerInfo {
-            id: next_server_id(),
-            params: vec![],
-            pid: 1,
-            secret: 2,
-            created: now,
-            last_used: now,
-        },
-    }
+    let mut info = ServerInfo::new("test".into());
+    info.pid = 1;
+    info.secret = 2;
+    IdleServer { socket: a, info }
 }
 
 fn permit(a: Acquire) -> ConnectPermit {
@@ -92,8 +84,8 @@ fn permits_up_to_size_then_fifo_queue() {
     let mut w3 = waiting(p.acquire(3));
     let mut w4 = waiting(p.acquire(4));
     assert_eq!(p.counts().waiting, 2);
-    a.connected();
-    b.connected();
+    a.connected(&mut ServerInfo::new("t".into()));
+    b.connected(&mut ServerInfo::new("t".into()));
     assert_eq!(p.counts().active, 2);
     // A released server goes to the first waiter, not the second, not the idle list.
     p.release(server());
@@ -108,7 +100,7 @@ fn most_recently_used_idle_first() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 3, 0);
     for id in 0..2 {
-        permit(p.acquire(id)).connected();
+        permit(p.acquire(id)).connected(&mut ServerInfo::new("t".into()));
     }
     let first = server();
     let second = server();
@@ -143,7 +135,7 @@ fn dropped_permit_frees_slot_for_waiter() {
 fn server_closed_frees_slot() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 1, 0);
-    permit(p.acquire(1)).connected();
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
     let mut w = waiting(p.acquire(2));
     p.server_closed();
     assert!(matches!(ready(&mut w), Some(Grant::Connect(_))));
@@ -153,7 +145,7 @@ fn server_closed_frees_slot() {
 fn waiter_that_leaves_gives_back_its_grant() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 1, 0);
-    permit(p.acquire(1)).connected();
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
     let w = waiting(p.acquire(2));
     p.release(server());
     // The grant went to the waiter; dropping it must return the server to idle.
@@ -190,11 +182,11 @@ fn login_error_fails_fast_then_clears() {
 fn reserve_after_timeout_only_within_reserve() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 1, 0);
-    permit(p.acquire(1)).connected();
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
     let _w2 = waiting(p.acquire(2));
     let _w3 = waiting(p.acquire(3));
     let r = p.try_reserve(2).expect("reserve of 1 has room");
-    r.connected();
+    r.connected(&mut ServerInfo::new("t".into()));
     assert!(p.try_reserve(3).is_none(), "reserve exhausted");
     assert!(p.try_reserve(42).is_none(), "not queued");
     assert_eq!(p.counts().waiting, 1);
@@ -205,8 +197,8 @@ fn db_limit_is_shared_and_evicts_sibling_idle() {
     let pools = Pools::new();
     let a = pool_in(&pools, "d", "alice", 5, 2);
     let b = pool_in(&pools, "d", "bob", 5, 2);
-    permit(a.acquire(1)).connected();
-    permit(a.acquire(2)).connected();
+    permit(a.acquire(1)).connected(&mut ServerInfo::new("t".into()));
+    permit(a.acquire(2)).connected(&mut ServerInfo::new("t".into()));
     // Both slots of the database are alice's and active: bob queues.
     let mut wb = waiting(b.acquire(3));
     // alice releases one: bob is starving, so it is closed and bob may connect.
@@ -217,7 +209,7 @@ fn db_limit_is_shared_and_evicts_sibling_idle() {
     let pools = Pools::new();
     let a = pool_in(&pools, "d", "alice", 5, 1);
     let b = pool_in(&pools, "d", "bob", 5, 1);
-    permit(a.acquire(1)).connected();
+    permit(a.acquire(1)).connected(&mut ServerInfo::new("t".into()));
     a.release(server());
     assert_eq!(a.counts().idle, 1);
     assert!(matches!(b.acquire(2), Acquire::Now(Grant::Connect(_))));
@@ -228,7 +220,7 @@ fn db_limit_is_shared_and_evicts_sibling_idle() {
 fn expired_idle_servers_are_taken_out() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 2, 0);
-    permit(p.acquire(1)).connected();
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
     let mut s = server();
     s.info.last_used = Instant::now() - Duration::from_secs(100);
     p.release(s);

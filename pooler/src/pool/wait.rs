@@ -101,9 +101,10 @@ impl ConnectPermit {
     }
 
     /// The connection is up: the slot now counts as an active server.
-    pub fn connected(mut self) {
+    pub fn connected(mut self, info: &mut super::ServerInfo) {
         if let Some(p) = self.pool.take() {
-            p.permit_used();
+            p.add_server(info);
+            p.permit_used(info);
         }
     }
 

@@ -1,8 +1,6 @@
 //! Opening a server connection: connect, StartupMessage, answer PostgreSQL's
 //! authentication request, collect ParameterStatus and BackendKeyData until ReadyForQuery.
 
-use std::time::Instant;
-
 use bytes::BytesMut;
 use postgres_protocol::message::{backend::Message, frontend};
 
@@ -10,7 +8,7 @@ use super::{ServerError, Target};
 use crate::{
     auth::{ScramClient, md5_response, md5_secret},
     net::{self, Conn},
-    pool::{ServerInfo, next_server_id},
+    pool::ServerInfo,
     proto::frame,
 };
 
@@ -124,15 +122,13 @@ async fn open_inner(
     conn.wbuf.extend_from_slice(&buf);
     conn.flush().await?;
 
-    let now = Instant::now();
-    let mut info = ServerInfo {
-        id: next_server_id(),
-        params: Vec::new(),
-        pid: 0,
-        secret: 0,
-        created: now,
-        last_used: now,
-    };
+    let local = conn
+        .socket()
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or_else(|| "unix".to_string(), |a| a.to_string());
+    let mut info = ServerInfo::new(local);
     let mut scram: Option<ScramClient> = None;
     loop {
         let mut out = BytesMut::new();
@@ -209,6 +205,9 @@ async fn open_inner(
             Message::BackendKeyData(body) => {
                 info.pid = body.process_id();
                 info.secret = body.secret_key();
+                info.shared
+                    .pid
+                    .store(info.pid as u32 as u64, std::sync::atomic::Ordering::Relaxed);
             }
             Message::ErrorResponse(body) => return Err(error_fields(&body)),
             Message::NoticeResponse(_) => {}

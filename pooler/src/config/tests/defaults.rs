@@ -141,7 +141,10 @@ fn defaults_match_pgbouncer() {
 #[test]
 fn defaults_match_the_recorded_show_config_when_available() {
     // The recording lives beside the checkout, not in it; skip quietly where it is absent.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/docs/pgbouncer-console.md");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/docs/pgbouncer-console.md"
+    );
     let Ok(doc) = std::fs::read_to_string(path) else {
         return;
     };
