@@ -105,7 +105,7 @@ async fn janitor(app: Arc<App>) {
         compio::time::sleep(Duration::from_secs(1)).await;
         let cfg = app.config();
         for pool in app.pools.all() {
-            for s in pool.take_expired(cfg.pooler.server_idle_timeout, cfg.pooler.server_lifetime) {
+            for s in pool.take_expired() {
                 tracing::debug!(server = s.info.id, pool = ?pool.key, "closing idle server (idle timeout or lifetime)");
                 server::close_idle(s.socket);
             }

@@ -188,6 +188,8 @@ pub async fn login<'a>(
                 min: cfg.min_pool_size_for(db),
                 reserve_timeout: g.reserve_pool_timeout,
                 login_retry: g.server_login_retry,
+                lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
+                idle_timeout: g.server_idle_timeout,
             };
             (Arc::new(target), settings)
         },

@@ -38,6 +38,10 @@ pub struct PoolSettings {
     pub min: u32,
     pub reserve_timeout: Duration,
     pub login_retry: Duration,
+    /// server_lifetime: a server older than this is closed when next released (0 = never).
+    pub lifetime: Duration,
+    /// server_idle_timeout: an idle server unused this long is closed (0 = never).
+    pub idle_timeout: Duration,
 }
 
 /// What a client gets from the pool.
@@ -301,8 +305,11 @@ impl Pool {
             .state
             .set_server(crate::stats::ServerState::Idle);
         let mut st = lock(&self.state);
-        if st.paused || server.info.generation != st.generation {
-            // Paused or reconnecting: this server goes away now that it is free.
+        let retired = !st.settings.lifetime.is_zero()
+            && server.info.created.elapsed() >= st.settings.lifetime;
+        if st.paused || retired || server.info.generation != st.generation {
+            // Paused, reconnecting or past server_lifetime: it goes away now that it is
+            // free, never mid-transaction.
             drop(st);
             crate::server::close_idle(server.socket);
             self.server_closed();
@@ -442,10 +449,11 @@ impl Pool {
         true
     }
 
-    /// Idle servers to close: those idle longer than `idle_timeout` or older than
-    /// `lifetime` (0 = never). They leave the pool's accounting here.
-    pub fn take_expired(&self, idle_timeout: Duration, lifetime: Duration) -> Vec<IdleServer> {
+    /// Idle servers to close: those idle longer than server_idle_timeout or older than
+    /// server_lifetime (0 = never). They leave the pool's accounting here.
+    pub fn take_expired(&self) -> Vec<IdleServer> {
         let mut st = lock(&self.state);
+        let (idle_timeout, lifetime) = (st.settings.idle_timeout, st.settings.lifetime);
         let now = Instant::now();
         let expired = |s: &IdleServer| {
             (!idle_timeout.is_zero() && now.duration_since(s.info.last_used) >= idle_timeout)

@@ -36,6 +36,8 @@ fn settings(size: u32, reserve: u32) -> PoolSettings {
         min: 0,
         reserve_timeout: Duration::from_secs(5),
         login_retry: Duration::from_secs(15),
+        lifetime: Duration::ZERO,
+        idle_timeout: Duration::from_secs(50),
     }
 }
 
@@ -221,19 +223,35 @@ fn expired_idle_servers_are_taken_out() {
     let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 2, 0);
     permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
-    let mut s = server();
-    s.info.last_used = Instant::now() - Duration::from_secs(100);
-    p.release(s);
-    assert!(
-        p.take_expired(Duration::from_secs(200), Duration::ZERO)
-            .is_empty()
-    );
-    assert_eq!(
-        p.take_expired(Duration::from_secs(50), Duration::ZERO)
-            .len(),
-        1
-    );
-    assert_eq!(p.counts().idle, 0);
-    // The slot is free again.
-    assert!(matches!(p.acquire(2), Acquire::Now(Grant::Connect(_))));
+    permit(p.acquire(3)).connected(&mut ServerInfo::new("t".into()));
+    let mut old = server();
+    old.info.last_used = Instant::now() - Duration::from_secs(100);
+    p.release(old);
+    p.release(server());
+    // server_idle_timeout is 50 s in these settings: only the old one goes.
+    let expired = p.take_expired();
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].info.last_used.elapsed() >= Duration::from_secs(100));
+    assert_eq!(p.counts().idle, 1);
+    // The expired server's slot is free again; the fresh one is still idle.
+    assert!(matches!(p.acquire(2), Acquire::Now(Grant::Server(_))));
+    assert!(matches!(p.acquire(4), Acquire::Now(Grant::Connect(_))));
+}
+
+#[test]
+fn past_lifetime_closed_on_release_not_idled() {
+    let pools = Pools::new();
+    let key = PoolKey {
+        db: "d".into(),
+        user: "u".into(),
+    };
+    let mut s = settings(2, 0);
+    s.lifetime = Duration::from_secs(10);
+    let p = pools.get_or_create(&key, 0, 0, || (target(), s));
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
+    let mut old = server();
+    old.info.created = Instant::now() - Duration::from_secs(11);
+    p.release(old);
+    let c = p.counts();
+    assert_eq!((c.idle, c.active), (0, 0), "retired at release");
 }

@@ -1,0 +1,129 @@
+//! Getting a server: from the pool at once, after a wait in its queue, or by opening a
+//! new connection (polled in place while the client keeps being read).
+
+use super::*;
+
+impl Session {
+    pub(super) fn start_acquire(&mut self) {
+        let _ = self.shared.take_wait_cancelled();
+        match self.pool.acquire(self.shared.id) {
+            crate::pool::Acquire::Now(g) => self.on_grant(g),
+            crate::pool::Acquire::Wait(handle) => {
+                let since = Instant::now();
+                self.wait_start = Some(since);
+                self.shared
+                    .state
+                    .set_client(crate::stats::ClientState::Waiting);
+                self.shared.wait_since.store(
+                    crate::stats::now_micros(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.phase = Phase::Waiting { handle, since };
+                let settings = self.pool.settings();
+                self.reserve_at = (settings.reserve > 0).then(|| since + settings.reserve_timeout);
+            }
+        }
+    }
+
+    pub(super) fn on_grant(&mut self, grant: Grant) {
+        match grant {
+            Grant::Server(idle) => {
+                self.phase = Phase::Idle;
+                if !crate::net::is_alive(&idle.socket) {
+                    // Died while idle (terminated, restarted): replace it silently.
+                    tracing::info!(
+                        server = idle.info.id,
+                        "idle server connection was closed by the server; replacing it"
+                    );
+                    drop(idle);
+                    self.pool.server_closed();
+                    self.start_acquire();
+                    return;
+                }
+                let delay = self.cfg.pooler.server_check_delay;
+                let stale = !delay.is_zero() && idle.info.last_used.elapsed() >= delay;
+                let sv = ServerConn::from_idle(idle, self.server_read_size());
+                self.link(sv);
+                if stale && let Some(s) = self.server.as_mut() {
+                    // Idle past server_check_delay: prove it works before the client's
+                    // request goes to it; a broken one is replaced without the client
+                    // seeing anything.
+                    let q = self.cfg.pooler.server_check_query.trim();
+                    let q = if q.is_empty() || q == "<empty>" {
+                        ";"
+                    } else {
+                        q
+                    };
+                    s.send_internal(q, Internal::Check);
+                    self.checking = true;
+                }
+            }
+            Grant::Connect(permit) => {
+                let target = permit.pool().target.clone();
+                let creds = self.creds.clone();
+                let read_size = self.server_read_size();
+                let fut: Connecting =
+                    Box::pin(async move { server::open(&target, &creds, read_size).await });
+                self.phase = Phase::Connecting {
+                    fut,
+                    permit: Some(permit),
+                };
+            }
+            Grant::Failed(err) => {
+                self.phase = Phase::Idle;
+                self.fatal(err.sqlstate(), &err.to_string(), err.detail());
+            }
+        }
+    }
+
+    pub(super) fn poll_phase(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.phase {
+            Phase::Idle => false,
+            Phase::Waiting { handle, .. } => {
+                if let Poll::Ready(g) = handle.poll_grant(cx) {
+                    self.phase = Phase::Idle;
+                    self.timer = None;
+                    self.on_grant(g);
+                    return true;
+                }
+                if self.shared.take_wait_cancelled() {
+                    self.phase = Phase::Idle;
+                    self.timer = None;
+                    self.fatal(
+                        sqlstate::QUERY_CANCELED,
+                        "canceling statement due to user request",
+                        None,
+                    );
+                    return true;
+                }
+                false
+            }
+            Phase::Connecting { fut, permit } => {
+                let Poll::Ready(res) = fut.as_mut().poll(cx) else {
+                    return false;
+                };
+                let permit = permit.take();
+                self.phase = Phase::Idle;
+                match res {
+                    Ok((conn, mut info)) => {
+                        if let Some(p) = permit {
+                            p.connected(&mut info);
+                        }
+                        self.pool.set_welcome(&info.params);
+                        tracing::debug!(server = info.id, pool = ?self.pool.key, "new server connection");
+                        self.link(ServerConn::new(conn, info));
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = ?self.pool.key, "server login failed: {e}");
+                        let e = Arc::new(e);
+                        if let Some(p) = permit {
+                            p.failed(e.is_login_failure().then(|| e.clone()));
+                        }
+                        self.fatal(e.sqlstate(), &e.to_string(), e.detail());
+                    }
+                }
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Timeouts as deadlines: one timer, armed for the nearest deadline of the current state;
+//! when it fires, the state says which timeout it was. Reads are never dropped for it.
+
+use super::*;
+
+/// How often a queued client re-checks a full reserve pool.
+const RESERVE_RECHECK: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// The nearest deadline that applies in the current state, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        let g = &self.cfg.pooler;
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        match self.state {
+            ClientState::Gone => {
+                if self.server.is_some()
+                    && let Some(d) = self.cleanup.deadline
+                {
+                    consider(d);
+                }
+            }
+            ClientState::Closing => {}
+            ClientState::Alive => {
+                if let Phase::Waiting { since, .. } = &self.phase {
+                    if let Some(r) = self.reserve_at {
+                        consider(r);
+                    }
+                    if !g.query_wait_timeout.is_zero() {
+                        consider(*since + g.query_wait_timeout);
+                    }
+                } else if let Some(s) = &self.server {
+                    if s.tracker.awaiting_replies() {
+                        if !g.query_timeout.is_zero()
+                            && let Some(q) = self.query_start
+                        {
+                            consider(q + g.query_timeout);
+                        }
+                    } else if s.tracker.status() != b'I' {
+                        if !g.idle_transaction_timeout.is_zero() {
+                            consider(self.idle_since + g.idle_transaction_timeout);
+                        }
+                    } else if !g.client_idle_timeout.is_zero() {
+                        consider(self.idle_since + g.client_idle_timeout);
+                    }
+                } else if matches!(self.phase, Phase::Idle) && !g.client_idle_timeout.is_zero() {
+                    consider(self.idle_since + g.client_idle_timeout);
+                }
+            }
+        }
+        next
+    }
+
+    fn set_timer(&mut self, at: Option<Instant>) {
+        match at {
+            None => self.timer = None,
+            Some(at) => {
+                if self.timer.as_ref().is_some_and(|(t, _)| *t == at) {
+                    return;
+                }
+                self.timer = Some((at, Box::pin(compio::time::sleep_until(at))));
+            }
+        }
+    }
+
+    /// Arms the timer for the current state and polls it.
+    pub(super) fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = self.next_deadline();
+        self.set_timer(at);
+        let Some((_, t)) = &mut self.timer else {
+            return false;
+        };
+        if t.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer = None;
+        self.on_timer(Instant::now());
+        true
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        let g = self.cfg.pooler.clone();
+        let secs = |d: Duration| d.as_secs_f64();
+        match self.state {
+            ClientState::Gone => {
+                if self.cleanup.deadline.is_some_and(|d| now >= d) && self.server.is_some() {
+                    tracing::warn!(
+                        client = self.shared.id,
+                        "server did not become clean within {CLEANUP_TIMEOUT:?} after its client left; closing it"
+                    );
+                    self.drop_server();
+                }
+            }
+            ClientState::Closing => {}
+            ClientState::Alive => {
+                if let Phase::Waiting { since, .. } = &self.phase {
+                    let since = *since;
+                    if !g.query_wait_timeout.is_zero() && now >= since + g.query_wait_timeout {
+                        self.phase = Phase::Idle;
+                        self.fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "query_wait_timeout",
+                            Some(&format!(
+                                "no server connection became available within {} s",
+                                secs(g.query_wait_timeout)
+                            )),
+                        );
+                    } else if self.reserve_at.is_some_and(|r| now >= r) {
+                        self.try_reserve(now.duration_since(since));
+                    }
+                    return;
+                }
+                let Some(s) = &self.server else {
+                    if !g.client_idle_timeout.is_zero()
+                        && now >= self.idle_since + g.client_idle_timeout
+                    {
+                        self.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout", None);
+                    }
+                    return;
+                };
+                if s.tracker.awaiting_replies() {
+                    if self
+                        .query_start
+                        .is_some_and(|q| !g.query_timeout.is_zero() && now >= q + g.query_timeout)
+                    {
+                        // The session cleanup cancels the query and rolls back.
+                        self.fatal(
+                            sqlstate::QUERY_CANCELED,
+                            "query_timeout",
+                            Some(&format!(
+                                "the query ran longer than {} s",
+                                secs(g.query_timeout)
+                            )),
+                        );
+                    }
+                } else if s.tracker.status() != b'I' {
+                    if !g.idle_transaction_timeout.is_zero()
+                        && now >= self.idle_since + g.idle_transaction_timeout
+                    {
+                        self.fatal(
+                            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                            "idle_transaction_timeout",
+                            Some(&format!(
+                                "the transaction was idle longer than {} s and was rolled back",
+                                secs(g.idle_transaction_timeout)
+                            )),
+                        );
+                    }
+                } else if !g.client_idle_timeout.is_zero()
+                    && now >= self.idle_since + g.client_idle_timeout
+                {
+                    self.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout", None);
+                }
+            }
+        }
+    }
+
+    /// A queued client waited reserve_pool_timeout: open a reserve connection if the
+    /// reserve has room, else look again a little later.
+    fn try_reserve(&mut self, waited: Duration) {
+        match self.pool.try_reserve(self.shared.id) {
+            Some(permit) => {
+                tracing::info!(
+                    client = self.shared.id,
+                    pool = ?self.pool.key,
+                    "using the reserve pool after waiting {waited:?}"
+                );
+                self.reserve_at = None;
+                self.phase = Phase::Idle;
+                self.on_grant(Grant::Connect(permit));
+            }
+            None => self.reserve_at = Some(Instant::now() + RESERVE_RECHECK),
+        }
+    }
+}

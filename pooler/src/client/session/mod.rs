@@ -1,0 +1,397 @@
+//! A logged-in client's event loop: one task per client that polls, in place, the
+//! client's receive, the linked server's receive, both send queues, the wait for a server
+//! and a deadline timer. Nothing is selected-and-dropped, so no read is lost (net/mod.rs).
+
+use std::{
+    future::{Future, poll_fn},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    app::App,
+    config::{Config, PoolMode},
+    net::Conn,
+    pool::{ConnectPermit, Grant, Pool, ServerInfo, WaitHandle},
+    proto::{
+        backend::{self, Severity},
+        frame::ErrorFields,
+        sqlstate,
+        tracker::Internal,
+    },
+    server::{self, Credentials, ServerConn, ServerError},
+};
+
+mod acquire;
+mod deadlines;
+mod server_side;
+
+use super::{
+    forward::{self, ClientScan},
+    params::ClientParams,
+    registry::ClientShared,
+};
+
+/// Stop reading from one side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// How long cleaning up after a vanished client may take before the server is closed.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Connecting = Pin<Box<dyn Future<Output = Result<(Conn, ServerInfo), ServerError>>>>;
+type Timer = Pin<Box<dyn Future<Output = ()>>>;
+
+enum Phase {
+    /// No server and none asked for.
+    Idle,
+    Waiting {
+        handle: WaitHandle,
+        since: Instant,
+    },
+    Connecting {
+        fut: Connecting,
+        permit: Option<ConnectPermit>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    Alive,
+    /// An error is queued; flush it, then the client is gone.
+    Closing,
+    Gone,
+}
+
+/// Why a session ended, for the disconnection log line.
+#[derive(Debug, Clone)]
+pub struct End(pub String);
+
+pub struct Session {
+    pub(super) app: Arc<App>,
+    pub(super) cfg: Arc<Config>,
+    pub(super) shared: Arc<ClientShared>,
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) client: Conn,
+    pub(super) params: ClientParams,
+    pub(super) creds: Credentials,
+    client_pass: u32,
+    server: Option<ServerConn>,
+    published: bool,
+    phase: Phase,
+    state: ClientState,
+    end: Option<String>,
+    copy_in: bool,
+    timer: Option<(Instant, Timer)>,
+    cleanup: Cleanup,
+    /// When the request being answered / the transaction in progress / the wait began.
+    query_start: Option<Instant>,
+    xact_start: Option<Instant>,
+    wait_start: Option<Instant>,
+    /// Since when the client has had nothing in flight (client_idle_timeout,
+    /// idle_transaction_timeout).
+    idle_since: Instant,
+    /// When a queued client may try the reserve pool.
+    reserve_at: Option<Instant>,
+    /// The linked server is being checked (server_check_query): hold the client's
+    /// requests until it answered.
+    checking: bool,
+}
+
+#[derive(Default)]
+struct Cleanup {
+    deadline: Option<Instant>,
+    cancel_sent: bool,
+    sync_sent: bool,
+    copy_failed: bool,
+    rollback_sent: bool,
+    reset_sent: bool,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        app: Arc<App>,
+        cfg: Arc<Config>,
+        shared: Arc<ClientShared>,
+        pool: Arc<Pool>,
+        client: Conn,
+        params: ClientParams,
+        creds: Credentials,
+        server: Option<ServerConn>,
+    ) -> Session {
+        let mode = pool.mode();
+        let mut s = Session {
+            app,
+            cfg,
+            shared,
+            pool,
+            mode,
+            client,
+            params,
+            creds,
+            client_pass: 0,
+            server: None,
+            published: false,
+            phase: Phase::Idle,
+            state: ClientState::Alive,
+            end: None,
+            copy_in: false,
+            timer: None,
+            cleanup: Cleanup::default(),
+            query_start: None,
+            xact_start: None,
+            wait_start: None,
+            idle_since: Instant::now(),
+            reserve_at: None,
+            checking: false,
+        };
+        if let Some(sv) = server {
+            s.link(sv);
+        }
+        s
+    }
+
+    pub async fn run(mut self) -> End {
+        let end = poll_fn(|cx| self.poll(cx)).await;
+        self.finish();
+        end
+    }
+
+    fn max_packet(&self) -> u32 {
+        self.cfg.pooler.max_packet_size
+    }
+
+    fn server_read_size(&self) -> usize {
+        (self.cfg.pooler.pkt_buf as usize).max(16 * 1024)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        self.shared.register(cx);
+        if let Some(reason) = self.shared.take_killed() {
+            // The server may be mid-transaction: close it rather than clean it.
+            self.drop_server();
+            self.phase = Phase::Idle;
+            self.fatal(sqlstate::ADMIN_SHUTDOWN, &reason, None);
+        }
+        loop {
+            let mut progress = false;
+            progress |= self.poll_client_recv(cx);
+            progress |= self.pump_client();
+            progress |= self.poll_phase(cx);
+            progress |= self.poll_server_recv(cx);
+            progress |= self.poll_flush(cx);
+            progress |= self.step_cleanup();
+            progress |= self.maybe_release();
+            progress |= self.poll_timer(cx);
+            if let Some(end) = self.finished() {
+                return Poll::Ready(End(end));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The session is over when the client is gone and no server remains to clean up.
+    fn finished(&mut self) -> Option<String> {
+        if self.state != ClientState::Gone || self.server.is_some() {
+            return None;
+        }
+        Some(self.end.take().unwrap_or_else(|| "client gone".into()))
+    }
+
+    fn finish(&mut self) {
+        if let Some(s) = self.server.take() {
+            drop(s);
+            self.pool.server_closed();
+        }
+        self.phase = Phase::Idle;
+    }
+
+    fn set_end(&mut self, why: impl Into<String>) {
+        if self.end.is_none() {
+            self.end = Some(why.into());
+        }
+    }
+
+    /// Queues a FATAL error for the client and closes it after the error is sent.
+    fn fatal(&mut self, code: &str, msg: &str, detail: Option<&str>) {
+        if self.state != ClientState::Alive {
+            return;
+        }
+        self.set_end(msg.to_string());
+        self.client.rbuf.clear();
+        backend::error_response(&mut self.client.wbuf, Severity::Fatal, code, msg, detail);
+        self.state = ClientState::Closing;
+    }
+
+    fn client_gone(&mut self, why: &str) {
+        self.set_end(why.to_string());
+        self.state = ClientState::Gone;
+        self.client.rbuf.clear();
+        self.client.wbuf.clear();
+        // Giving up the place in the queue or the connection attempt returns the slot.
+        self.phase = Phase::Idle;
+        self.timer = None;
+        if self.server.is_some() && self.cleanup.deadline.is_none() {
+            self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
+        }
+    }
+
+    fn poll_client_recv(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.state != ClientState::Alive || self.client.rbuf.len() > HIGH_WATER {
+            return false;
+        }
+        if let Some(s) = &self.server
+            && s.conn.send_backlog() > HIGH_WATER
+        {
+            return false;
+        }
+        match self.client.poll_recv(cx) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(0)) => {
+                self.client_gone("client unexpected eof");
+                true
+            }
+            Poll::Ready(Ok(_)) => true,
+            Poll::Ready(Err(e)) => {
+                self.client_gone(&format!("client read error: {e}"));
+                true
+            }
+        }
+    }
+
+    /// Forwards what the client sent, or asks for a server when a message is waiting.
+    fn pump_client(&mut self) -> bool {
+        if self.state != ClientState::Alive || self.client.rbuf.is_empty() || self.checking {
+            return false;
+        }
+        if self.server.is_some() && !self.published {
+            self.publish();
+        }
+        let before = self.client.rbuf.len();
+        let max = self.max_packet();
+        let scan = forward::client_to_server(
+            &mut self.client.rbuf,
+            &mut self.client_pass,
+            self.server.as_mut(),
+            max,
+            HIGH_WATER,
+            &mut self.copy_in,
+        );
+        let moved_bytes = before - self.client.rbuf.len();
+        let moved = moved_bytes != 0;
+        if moved {
+            self.shared.stats.received.add(moved_bytes as u64);
+            if self.server.is_some() && self.query_start.is_none() {
+                let now = Instant::now();
+                self.query_start = Some(now);
+                self.xact_start.get_or_insert(now);
+                self.shared.request_time.store(
+                    crate::stats::now_micros(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+        match scan {
+            ClientScan::Done => moved,
+            ClientScan::NeedServer => {
+                if matches!(self.phase, Phase::Idle) {
+                    self.start_acquire();
+                    if self.server.is_some() {
+                        // Got one at once: forward now, before anything could release it.
+                        self.pump_client();
+                    }
+                    return true;
+                }
+                moved
+            }
+            ClientScan::Terminate => {
+                self.client_gone("client close request");
+                true
+            }
+            ClientScan::Violation(msg) => {
+                self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg, None);
+                true
+            }
+        }
+    }
+
+    /// Takes a server into use: first the SET statements that give it this client's
+    /// parameters (pipelined ahead of the client's request, no extra round trip).
+    fn link(&mut self, mut sv: ServerConn) {
+        let st = &self.shared.stats;
+        st.server_assignments.add(1);
+        if let Some(t) = self.wait_start.take() {
+            st.wait_time.add(t.elapsed().as_micros() as u64);
+        }
+        self.shared
+            .state
+            .set_client(crate::stats::ClientState::Active);
+        self.shared
+            .server
+            .store(sv.info.id, std::sync::atomic::Ordering::Relaxed);
+        sv.info.shared.set_client(self.shared.id);
+        if let Some(sql) = self.params.sync(&mut sv.info) {
+            sv.send_internal(&sql, Internal::SetParams);
+        }
+        self.server = Some(sv);
+        self.publish();
+        if self.state != ClientState::Alive && self.cleanup.deadline.is_none() {
+            self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some(s) = &self.server {
+            self.shared.set_linked(s.info.pid, s.info.secret);
+            self.published = true;
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if self.state != ClientState::Gone {
+            let had = self.client.send_backlog();
+            match self.client.poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    progress |= had != 0;
+                    if self.state == ClientState::Closing {
+                        self.state = ClientState::Gone;
+                        if self.server.is_some() && self.cleanup.deadline.is_none() {
+                            self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
+                        }
+                        progress = true;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.client_gone(&format!("client write error: {e}"));
+                    progress = true;
+                }
+                Poll::Pending => progress |= had != self.client.send_backlog(),
+            }
+        }
+        if let Some(s) = self.server.as_mut() {
+            let had = s.conn.send_backlog();
+            match s.conn.poll_flush(cx) {
+                Poll::Ready(Ok(())) => progress |= had != 0,
+                Poll::Ready(Err(e)) => {
+                    self.server_lost(&format!("server write error: {e}"), None);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.finish();
+        self.app.clients.unregister(&self.shared);
+        self.pool.client_left(&self.shared.stats.values());
+    }
+}
