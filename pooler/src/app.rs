@@ -13,8 +13,12 @@ pub struct App {
     pub pools: Pools,
     pub clients: ClientRegistry,
     pub backend: Backend,
+    /// Raised when the pooler is to exit.
     pub shutdown: Shutdown,
+    /// Raised when new connections are to be refused (shutdown in progress).
+    pub stop_accepting: Shutdown,
     db_flags: Mutex<crate::control::DbFlags>,
+    config_generation: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -26,7 +30,9 @@ impl App {
             clients: ClientRegistry::default(),
             backend,
             shutdown: Shutdown::new(),
+            stop_accepting: Shutdown::new(),
             db_flags: Mutex::new(Default::default()),
+            config_generation: Default::default(),
         })
     }
 
@@ -40,6 +46,20 @@ impl App {
 
     pub(crate) fn db_flags(&self) -> MutexGuard<'_, crate::control::DbFlags> {
         self.db_flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bumped at every successful reload, so sessions can refresh their snapshot cheaply.
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Installs a new configuration and auth file (RELOAD, SET).
+    pub(crate) fn install(&self, config: Config, auth_file: Option<AuthFile>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.auth_file.write().unwrap_or_else(|e| e.into_inner()) = auth_file.map(Arc::new);
+        self.config_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn auth_file(&self) -> Option<Arc<AuthFile>> {

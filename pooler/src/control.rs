@@ -4,7 +4,13 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use crate::{app::App, pool::Pool};
+use crate::{
+    app::App,
+    auth::AuthFile,
+    config::{Config, General},
+    pool::{Pool, PoolSettings},
+    server::Target,
+};
 
 /// Databases paused or disabled by the operator (by client-facing name; None = all).
 #[derive(Debug, Default)]
@@ -157,10 +163,53 @@ pub enum ShutdownMode {
 }
 
 impl App {
-    /// RELOAD: re-reads the config file and the auth file. Ok carries notices for the
-    /// operator (settings that need a restart, pools affected).
+    /// RELOAD: re-reads the config file and the auth file and applies them without
+    /// dropping any client. Ok carries notices for the operator; on any error nothing
+    /// changes and the error names the file, key and problem.
     pub fn reload(&self) -> Result<Vec<String>, String> {
-        Err("RELOAD is not implemented yet".into())
+        let old = self.config();
+        let path = old
+            .path
+            .clone()
+            .ok_or("the running configuration was not read from a file")?;
+        let new = Config::load(&path).map_err(|e| e.to_string())?;
+        self.apply(new)
+    }
+
+    /// Validates and installs `new` in place of the running configuration.
+    pub(crate) fn apply(&self, mut new: Config) -> Result<Vec<String>, String> {
+        let old = self.config();
+        let auth_file = match &new.pooler.auth_file {
+            Some(p) => Some(AuthFile::load(p).map_err(|e| format!("pooler.auth_file: {e}"))?),
+            None => None,
+        };
+        let mut notices = keep_restart_only(&old.pooler, &mut new.pooler);
+        for pool in self.pools.all() {
+            let Some((_, db)) = new.database(&pool.key.db) else {
+                if old.database(&pool.key.db).is_some() {
+                    notices.push(format!(
+                        "database {} is no longer configured: new clients are refused, connected ones may finish",
+                        pool.key.db
+                    ));
+                }
+                continue;
+            };
+            let target = Target::from_config(&new.pooler, db, &pool.key.db, &pool.key.user);
+            if target != *pool.target() {
+                notices.push(format!(
+                    "database {} (user {}): connection settings changed; servers are replaced as they are released",
+                    pool.key.db, pool.key.user
+                ));
+                pool.set_target(Arc::new(target));
+            }
+            pool.update_settings(PoolSettings::from_config(&new, db, &pool.key.user));
+            pool.set_limits(
+                new.max_db_connections_for(db),
+                new.max_user_connections_for(&pool.key.user),
+            );
+        }
+        self.install(new, auth_file);
+        Ok(notices)
     }
 
     /// SET key = value for settings that may change at run time.
@@ -168,14 +217,59 @@ impl App {
         Err(format!("SET {key} is not implemented yet"))
     }
 
-    /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS].
-    pub fn shutdown(&self, mode: ShutdownMode) -> Result<(), String> {
-        match mode {
-            ShutdownMode::Now => {
-                self.shutdown.raise();
-                Ok(())
+    /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS], and the signals (PgBouncer's
+    /// semantics): new connections are refused at once; then the pooler exits when the
+    /// condition holds. `Now` tells every client why before closing it. A later call with
+    /// `Now` overrides a wait in progress (a second SIGTERM).
+    pub fn shutdown(self: &Arc<Self>, mode: ShutdownMode) -> Result<(), String> {
+        self.stop_accepting.raise();
+        if mode == ShutdownMode::WaitForServers {
+            // PgBouncer's SIGINT: PAUSE, then exit once every server is released.
+            let _ = self.pause(None);
+        }
+        let app = self.clone();
+        std::thread::Builder::new()
+            .name("pooler-shutdown".into())
+            .spawn(move || app.shutdown_when(mode))
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn shutdown_when(&self, mode: ShutdownMode) {
+        let step = std::time::Duration::from_millis(20);
+        if mode == ShutdownMode::Now {
+            for c in self.clients.all() {
+                c.kill("the pooler is shutting down");
             }
-            _ => Err("SHUTDOWN WAIT_FOR_SERVERS/WAIT_FOR_CLIENTS is not implemented yet".into()),
+            // Let sessions send their error; do not wait on a client that does not read.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while self.clients.connected() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(step);
+            }
+            self.shutdown.raise();
+            return;
+        }
+        tracing::info!(
+            "shutting down: waiting for {}",
+            if mode == ShutdownMode::WaitForClients {
+                "clients to leave"
+            } else {
+                "servers to be released"
+            }
+        );
+        loop {
+            if self.shutdown.is_raised() {
+                return;
+            }
+            let done = match mode {
+                ShutdownMode::WaitForClients => self.clients.connected() == 0,
+                _ => self.pause_done(None),
+            };
+            if done {
+                self.shutdown.raise();
+                return;
+            }
+            std::thread::sleep(step);
         }
     }
 
@@ -183,4 +277,34 @@ impl App {
     pub fn suspend(&self) -> Result<(), String> {
         Err("SUSPEND is not implemented yet".into())
     }
+}
+
+/// Settings that only take effect at start: a reload keeps their running values and says so.
+fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
+    let mut notices = Vec::new();
+    macro_rules! keep {
+        ($($f:ident),*) => {$(
+            if new.$f != old.$f {
+                notices.push(format!(
+                    "pooler.{}: changed in the file, but takes effect only at restart; keeping {:?}",
+                    stringify!($f),
+                    old.$f
+                ));
+                new.$f = old.$f.clone();
+            }
+        )*};
+    }
+    keep!(
+        listen_addr,
+        listen_port,
+        unix_socket_dir,
+        unix_socket_mode,
+        listen_backlog,
+        so_reuseport,
+        workers,
+        io_backend,
+        pkt_buf,
+        log_level
+    );
+    notices
 }

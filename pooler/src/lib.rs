@@ -15,6 +15,7 @@ pub mod pool;
 pub mod proto;
 pub mod server;
 pub mod shutdown;
+pub mod signals;
 pub mod stats;
 mod worker;
 

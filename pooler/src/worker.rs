@@ -73,7 +73,17 @@ async fn accept_loop(app: Arc<App>, listener: Listener) {
     }
     let fd = SharedFd::new(socket);
     loop {
-        let BufResult(res, op) = compio::runtime::submit(Accept::new(fd.clone())).await;
+        // Stopping drops an accept in flight: at worst one connection is closed unanswered
+        // as the pooler goes away, never a read of an established one.
+        let accept = std::pin::pin!(compio::runtime::submit(Accept::new(fd.clone())));
+        let stop = std::pin::pin!(app.stop_accepting.wait());
+        let BufResult(res, op) = match futures_util::future::select(accept, stop).await {
+            futures_util::future::Either::Left((r, _)) => r,
+            futures_util::future::Either::Right(_) => {
+                tracing::debug!("stopped listening on {what}");
+                return;
+            }
+        };
         if let Err(e) = res {
             // Out of descriptors and similar: back off instead of spinning.
             tracing::warn!("accept on {what}: {e}");
@@ -114,7 +124,7 @@ async fn janitor(app: Arc<App>) {
                 let creds = server::credentials(&pool, app.auth_file().as_deref());
                 let read_size = (cfg.pooler.pkt_buf as usize).max(16 * 1024);
                 compio::runtime::spawn(async move {
-                    match server::open(&pool.target, &creds, read_size).await {
+                    match server::open(&pool.target(), &creds, read_size).await {
                         Ok((conn, mut info)) => {
                             permit.connected(&mut info);
                             pool.set_welcome(&info.params);

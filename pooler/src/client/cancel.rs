@@ -34,7 +34,7 @@ pub async fn handle(app: &App, pid: i32, secret: i32) {
 /// closes the connection after signalling the backend).
 pub async fn send(pool: &Pool, pid: i32, secret: i32) -> std::io::Result<()> {
     let fut = async {
-        let socket = net::connect(&pool.target.addr).await?;
+        let socket = net::connect(&pool.target().addr).await?;
         let mut conn = net::Conn::new(socket, 64);
         let mut b = BytesMut::new();
         postgres_protocol::message::frontend::cancel_request(pid, secret, &mut b);

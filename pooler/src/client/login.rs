@@ -7,7 +7,7 @@ use crate::{
     app::App,
     client::registry::{Admission, ClientInfo},
     config::Config,
-    net::{Conn, ServerAddr},
+    net::Conn,
     pool::{Acquire, Grant, Pool, PoolKey, PoolSettings},
     proto::{backend, sqlstate},
     server::{self, Credentials, ServerConn, Target},
@@ -162,36 +162,10 @@ pub async fn login<'a>(
         cfg.max_db_connections_for(db),
         cfg.max_user_connections_for(&server_user),
         || {
-            let mut startup_params = Vec::new();
-            for (k, v) in [
-                ("client_encoding", &db.client_encoding),
-                ("DateStyle", &db.datestyle),
-                ("TimeZone", &db.timezone),
-                ("application_name", &db.application_name),
-            ] {
-                if let Some(v) = v {
-                    startup_params.push((k.to_string(), v.clone()));
-                }
-            }
-            let target = Target {
-                addr: ServerAddr::new(&db.host, db.port, g.dns_max_ttl),
-                dbname: db.dbname.clone().unwrap_or_else(|| req.database.clone()),
-                user: server_user.clone(),
-                password: db.password.clone(),
-                startup_params,
-                connect_timeout: g.server_connect_timeout,
-            };
-            let settings = PoolSettings {
-                mode: cfg.pool_mode_for(db, &server_user),
-                size: cfg.pool_size_for(db, &server_user),
-                reserve: cfg.reserve_pool_size_for(db, &server_user),
-                min: cfg.min_pool_size_for(db),
-                reserve_timeout: g.reserve_pool_timeout,
-                login_retry: g.server_login_retry,
-                lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
-                idle_timeout: g.server_idle_timeout,
-            };
-            (Arc::new(target), settings)
+            (
+                Arc::new(Target::from_config(g, db, &req.database, &server_user)),
+                PoolSettings::from_config(cfg, db, &server_user),
+            )
         },
     );
     if app.is_paused(&req.database) && !pool.is_paused() {
@@ -255,7 +229,7 @@ async fn welcome(
                 pool.set_welcome(&idle.info.params);
                 pool.release(idle);
             }
-            Grant::Connect(permit) => match server::open(&pool.target, creds, read_size).await {
+            Grant::Connect(permit) => match server::open(&pool.target(), creds, read_size).await {
                 Ok((conn, mut info)) => {
                     permit.connected(&mut info);
                     pool.set_welcome(&info.params);

@@ -20,6 +20,13 @@ pub struct ServerAddr {
     cache: Mutex<Option<(Instant, Vec<SocketAddr>)>>,
 }
 
+impl PartialEq for ServerAddr {
+    /// Same destination (the DNS cache does not count).
+    fn eq(&self, o: &ServerAddr) -> bool {
+        self.host == o.host && self.port == o.port && self.dns_ttl == o.dns_ttl
+    }
+}
+
 impl ServerAddr {
     pub fn new(host: &str, port: u16, dns_ttl: Duration) -> ServerAddr {
         ServerAddr {

@@ -44,6 +44,27 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
 }
 
+impl PoolSettings {
+    /// Settings of the pool for database entry `db` and server user `user`.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        db: &crate::config::Database,
+        user: &str,
+    ) -> Self {
+        let g = &cfg.pooler;
+        PoolSettings {
+            mode: cfg.pool_mode_for(db, user),
+            size: cfg.pool_size_for(db, user),
+            reserve: cfg.reserve_pool_size_for(db, user),
+            min: cfg.min_pool_size_for(db),
+            reserve_timeout: g.reserve_pool_timeout,
+            login_retry: g.server_login_retry,
+            lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
+            idle_timeout: g.server_idle_timeout,
+        }
+    }
+}
+
 /// What a client gets from the pool.
 pub enum Grant {
     /// An idle server, now counted as active.
@@ -99,7 +120,8 @@ pub struct PoolCounts {
 
 pub struct Pool {
     pub key: PoolKey,
-    pub target: Arc<Target>,
+    /// Where new server connections go; RELOAD may swap it.
+    target: Mutex<Arc<Target>>,
     db_group: Arc<LimitGroup>,
     user_group: Arc<LimitGroup>,
     state: Mutex<PoolState>,
@@ -123,7 +145,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// Registers a new server connection for monitoring.
+    /// Where new server connections of this pool go.
+    pub fn target(&self) -> Arc<Target> {
+        lock(&self.target).clone()
+    }
+
+    /// RELOAD changed the connection settings: new connections use `target`, existing
+    /// ones are closed as they are released (never mid-transaction), and new clients are
+    /// greeted with the parameters of a server of the new target.
+    pub fn set_target(&self, target: Arc<Target>) {
+        *lock(&self.target) = target;
+        *lock(&self.welcome) = None;
+        self.reconnect();
+    }
+
     pub fn add_server(&self, info: &ServerInfo) {
         let mut v = lock(&self.servers);
         if v.len() >= 64 && v.len().is_power_of_two() {
@@ -307,9 +342,11 @@ impl Pool {
         let mut st = lock(&self.state);
         let retired = !st.settings.lifetime.is_zero()
             && server.info.created.elapsed() >= st.settings.lifetime;
-        if st.paused || retired || server.info.generation != st.generation {
-            // Paused, reconnecting or past server_lifetime: it goes away now that it is
-            // free, never mid-transaction.
+        // After a RELOAD made the pool smaller, surplus servers go as they come back.
+        let surplus = st.total() > st.settings.size + st.settings.reserve;
+        if st.paused || retired || surplus || server.info.generation != st.generation {
+            // Paused, reconnecting, shrinking or past server_lifetime: it goes away now
+            // that it is free, never mid-transaction.
             drop(st);
             crate::server::close_idle(server.socket);
             self.server_closed();
@@ -479,6 +516,12 @@ impl Pool {
             out.push(self.new_permit(&mut st));
         }
         out
+    }
+
+    /// New max_db_connections / max_user_connections (RELOAD).
+    pub fn set_limits(&self, db_limit: u32, user_limit: u32) {
+        self.db_group.set_limit(db_limit);
+        self.user_group.set_limit(user_limit);
     }
 
     /// Applies new settings (RELOAD); extra idle servers beyond a smaller size are closed.

@@ -80,7 +80,7 @@ impl Pools {
         let (target, settings) = make();
         let pool = Arc::new(Pool {
             key: key.clone(),
-            target,
+            target: Mutex::new(target),
             db_group: group(&self.inner.db_groups, &key.db, db_limit),
             user_group: group(&self.inner.user_groups, &key.user, user_limit),
             state: Mutex::new(PoolState {

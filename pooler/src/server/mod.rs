@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Where a pool's server connections go and how they log in.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Target {
     pub addr: ServerAddr,
     /// Database name on the server.
@@ -29,6 +29,37 @@ pub struct Target {
     /// Extra startup parameters from the database entry (client_encoding, DateStyle, ...).
     pub startup_params: Vec<(String, String)>,
     pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// The target of the pool for client database `database` under database entry `db`,
+    /// logging in as `server_user`.
+    pub fn from_config(
+        g: &crate::config::General,
+        db: &crate::config::Database,
+        database: &str,
+        server_user: &str,
+    ) -> Target {
+        let mut startup_params = Vec::new();
+        for (k, v) in [
+            ("client_encoding", &db.client_encoding),
+            ("DateStyle", &db.datestyle),
+            ("TimeZone", &db.timezone),
+            ("application_name", &db.application_name),
+        ] {
+            if let Some(v) = v {
+                startup_params.push((k.to_string(), v.clone()));
+            }
+        }
+        Target {
+            addr: ServerAddr::new(&db.host, db.port, g.dns_max_ttl),
+            dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
+            user: server_user.to_string(),
+            password: db.password.clone(),
+            startup_params,
+            connect_timeout: g.server_connect_timeout,
+        }
+    }
 }
 
 /// A server connection linked to a client, on the client's worker thread.
@@ -88,9 +119,10 @@ pub fn credentials(
     auth_file: Option<&crate::auth::AuthFile>,
 ) -> Credentials {
     use crate::auth::Secret;
-    let secret = match &pool.target.password {
+    let target = pool.target();
+    let secret = match &target.password {
         Some(p) => Some(Secret::parse(p)),
-        None => auth_file.and_then(|f| f.get(&pool.target.user)).cloned(),
+        None => auth_file.and_then(|f| f.get(&target.user)).cloned(),
     };
     match secret {
         Some(Secret::Plain(p)) => Credentials::Password(p),

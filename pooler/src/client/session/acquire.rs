@@ -59,7 +59,7 @@ impl Session {
                 }
             }
             Grant::Connect(permit) => {
-                let target = permit.pool().target.clone();
+                let target = permit.pool().target();
                 let creds = self.creds.clone();
                 let read_size = self.server_read_size();
                 let fut: Connecting =

@@ -97,6 +97,7 @@ pub struct Session {
     /// The linked server is being checked (server_check_query): hold the client's
     /// requests until it answered.
     checking: bool,
+    cfg_generation: u64,
 }
 
 #[derive(Default)]
@@ -122,6 +123,7 @@ impl Session {
         server: Option<ServerConn>,
     ) -> Session {
         let mode = pool.mode();
+        let cfg_generation = app.config_generation();
         let mut s = Session {
             app,
             cfg,
@@ -146,6 +148,7 @@ impl Session {
             idle_since: Instant::now(),
             reserve_at: None,
             checking: false,
+            cfg_generation,
         };
         if let Some(sv) = server {
             s.link(sv);
@@ -169,6 +172,12 @@ impl Session {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         self.shared.register(cx);
+        if self.app.config_generation() != self.cfg_generation {
+            // RELOAD/SET: timeouts, limits and the pool mode take effect at once.
+            self.cfg_generation = self.app.config_generation();
+            self.cfg = self.app.config();
+            self.mode = self.pool.mode();
+        }
         if let Some(reason) = self.shared.take_killed() {
             // The server may be mid-transaction: close it rather than clean it.
             self.drop_server();
