@@ -66,6 +66,7 @@ fn client_info(conn: &Conn, peer: &str, user: &str, database: &str) -> ClientInf
         local_addr,
         local_port,
         connect_time: crate::stats::now_micros(),
+        cookie: crate::net::socket_cookie(conn.socket()),
     }
 }
 

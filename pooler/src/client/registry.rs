@@ -42,6 +42,8 @@ pub struct ClientInfo {
     pub local_port: u16,
     /// Login time, µs since the epoch.
     pub connect_time: u64,
+    /// SO_COOKIE of the client's socket (the key of eBPF per-connection maps).
+    pub cookie: u64,
 }
 
 /// The part of a client session other threads may touch.

@@ -231,3 +231,22 @@ pub fn is_alive(socket: &Socket) -> bool {
     // 0 = closed; data = something unsolicited (a FATAL before closing).
     false
 }
+
+/// The kernel's socket cookie (SO_COOKIE): the key eBPF programs see for this socket.
+/// 0 if the kernel does not tell.
+pub fn socket_cookie(socket: &Socket) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 with its size, on a descriptor we own.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 { cookie } else { 0 }
+}

@@ -30,7 +30,7 @@ mod connect;
 mod listen;
 mod runtime;
 
-pub use conn::{Conn, is_alive};
+pub use conn::{Conn, is_alive, socket_cookie};
 pub use connect::{ServerAddr, connect};
 pub use listen::{Listener, Listeners, bind_listeners};
 pub use runtime::{Backend, build_runtime, probe_backend};

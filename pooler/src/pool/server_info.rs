@@ -33,6 +33,8 @@ pub struct ServerShared {
     pub request_time: AtomicU64,
     /// The pool generation it belongs to (see `Pool::reconnect`).
     pub generation: AtomicU64,
+    /// SO_COOKIE of the server socket (the key of eBPF per-connection maps).
+    pub cookie: AtomicU64,
 }
 
 impl ServerShared {
@@ -47,6 +49,7 @@ impl ServerShared {
             client: AtomicU64::new(0),
             request_time: AtomicU64::new(now),
             generation: AtomicU64::new(0),
+            cookie: AtomicU64::new(0),
         };
         s.state.set_server(ServerState::Login);
         Arc::new(s)

@@ -129,6 +129,10 @@ async fn open_inner(
         .and_then(|a| a.as_socket())
         .map_or_else(|| "unix".to_string(), |a| a.to_string());
     let mut info = ServerInfo::new(local);
+    info.shared.cookie.store(
+        crate::net::socket_cookie(conn.socket()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut scram: Option<ScramClient> = None;
     loop {
         let mut out = BytesMut::new();
