@@ -144,41 +144,11 @@ fn run(config: Config, auth_file: Option<AuthFile>) -> anyhow::Result<()> {
 }
 
 fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-mask calls on a local sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
+    pooler::signals::block()
 }
 
 fn spawn_signal_thread(app: Arc<App>, set: libc::sigset_t) {
-    std::thread::Builder::new()
-        .name("pooler-signals".into())
-        .spawn(move || {
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: sigwait on the set blocked in every thread.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
-                }
-                match sig {
-                    libc::SIGHUP => {
-                        tracing::warn!(
-                            "SIGHUP: configuration reload is not implemented yet; ignoring"
-                        )
-                    }
-                    _ => {
-                        tracing::info!("got signal {sig}, shutting down");
-                        app.shutdown.raise();
-                        return;
-                    }
-                }
-            }
-        })
-        .expect("spawn signal thread");
+    if let Err(e) = pooler::signals::spawn(app, set) {
+        tracing::error!("cannot start the signal thread: {e}");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Key names and defaults follow PgBouncer 1.25.2 so operators need not relearn them. Loading
 //! never stops at the first problem: every error of a file is collected (see [`ConfigErrors`]),
-//! so `pooler -c FILE --check` can list them all at once.
+//! so `pooler -c FILE --check` can list them all at once. PgBouncer's own `pgbouncer.ini` is
+//! read too, by translating it into the same TOML (see `ini.rs`).
 
 mod databases;
 mod extract;
