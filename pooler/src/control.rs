@@ -212,9 +212,22 @@ impl App {
         Ok(notices)
     }
 
-    /// SET key = value for settings that may change at run time.
-    pub fn set_setting(&self, key: &str, _value: &str) -> Result<(), String> {
-        Err(format!("SET {key} is not implemented yet"))
+    /// SET key = value for a `[pooler]` setting that may change at run time (SHOW
+    /// CONFIG's `changeable` column): validated with the file's rules, applied like a
+    /// RELOAD. Settings that need a restart are refused, naming them.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), String> {
+        let key = key.trim().to_ascii_lowercase();
+        if !crate::config::is_pooler_key(&key) {
+            return Err(format!("unknown setting: {key}"));
+        }
+        if RESTART_ONLY.contains(&key.as_str()) {
+            return Err(format!("{key} cannot be changed at run time; change the file and restart"));
+        }
+        let new = self.config().with_setting(&key, value).map_err(|e| e.to_string())?;
+        for n in self.apply(new)? {
+            tracing::info!("SET {key}: {n}");
+        }
+        Ok(())
     }
 
     /// SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS], and the signals (PgBouncer's
@@ -308,3 +321,17 @@ fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
     );
     notices
 }
+
+/// The `[pooler]` keys `keep_restart_only` protects (SHOW CONFIG: changeable = no).
+pub const RESTART_ONLY: [&str; 10] = [
+    "listen_addr",
+    "listen_port",
+    "unix_socket_dir",
+    "unix_socket_mode",
+    "listen_backlog",
+    "so_reuseport",
+    "workers",
+    "io_backend",
+    "pkt_buf",
+    "log_level",
+];

@@ -132,6 +132,11 @@ pub(super) fn parse_document(text: &str, path: Option<&Path>) -> Result<Config, 
         Ok(table) => table,
         Err(e) => return Err(ConfigErrors(vec![syntax_error(text, path, &e)])),
     };
+    parse_table(table, path)
+}
+
+/// Validate a parsed document (also used by SET, which edits the table and re-validates).
+pub(super) fn parse_table(table: Table, path: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut c = Collector::new(path);
     let base_dir = path.and_then(Path::parent);
     let mut config = Config {
@@ -139,6 +144,7 @@ pub(super) fn parse_document(text: &str, path: Option<&Path>) -> Result<Config, 
         pooler: General::default(),
         databases: Default::default(),
         users: Default::default(),
+        source: Table::new(),
     };
     for (section, value) in &table {
         match (section.as_str(), value) {
@@ -176,6 +182,7 @@ pub(super) fn parse_document(text: &str, path: Option<&Path>) -> Result<Config, 
     }
     validate::check(&mut c, &config);
     if c.errors.is_empty() {
+        config.source = table;
         Ok(config)
     } else {
         Err(ConfigErrors(c.errors))

@@ -138,6 +138,9 @@ pub struct Config {
     pub databases: BTreeMap<String, Database>,
     /// `[users]`.
     pub users: BTreeMap<String, UserConfig>,
+    /// The validated document this was built from, so `SET` can change one key and
+    /// validate the whole again with the same rules.
+    pub source: toml::Table,
 }
 
 /// `[pooler]`: PgBouncer's `[pgbouncer]` keys, same names, same defaults (PgBouncer 1.25.2).
@@ -388,6 +391,12 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Whether `key` is a `[pooler]` setting (the admin console's SET tells pooler settings
+/// from the driver noise it accepts and ignores, such as `extra_float_digits`).
+pub fn is_pooler_key(key: &str) -> bool {
+    general::GENERAL_KEYS.contains(&key)
+}
+
 impl Config {
     /// Read, parse and validate a TOML file, or a PgBouncer ini file (see
     /// [`Config::load_with_warnings`]). Every problem found is returned, not just the first.
@@ -408,6 +417,25 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }])),
         }
+    }
+
+    /// The configuration with `[pooler] key = value` changed (the admin console's SET),
+    /// validated like a file. `value` is read as a TOML value when it is one (`30`,
+    /// `'DISCARD ALL'`, `true`), else as a plain string (`transaction`).
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<Config, ConfigErrors> {
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
+        let mut table = self.source.clone();
+        let pooler = table
+            .entry("pooler")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = pooler {
+            t.insert(key.to_string(), parsed);
+        }
+        general::parse_table(table, self.path.as_deref())
     }
 
     /// Same from a string; `path` is only used in messages and to resolve a relative auth_file.

@@ -4,6 +4,7 @@ mod databases;
 mod defaults;
 mod files;
 mod general;
+mod set;
 
 use super::{Config, ConfigError};
 
