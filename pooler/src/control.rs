@@ -221,9 +221,14 @@ impl App {
             return Err(format!("unknown setting: {key}"));
         }
         if RESTART_ONLY.contains(&key.as_str()) {
-            return Err(format!("{key} cannot be changed at run time; change the file and restart"));
+            return Err(format!(
+                "{key} cannot be changed at run time; change the file and restart"
+            ));
         }
-        let new = self.config().with_setting(&key, value).map_err(|e| e.to_string())?;
+        let new = self
+            .config()
+            .with_setting(&key, value)
+            .map_err(|e| e.to_string())?;
         for n in self.apply(new)? {
             tracing::info!("SET {key}: {n}");
         }

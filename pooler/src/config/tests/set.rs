@@ -24,7 +24,9 @@ fn typed_values_and_bare_words() {
     assert_eq!(c.pooler.default_pool_size, 30);
     let c = c.with_setting("pool_mode", "transaction").unwrap();
     assert_eq!(c.pooler.pool_mode, PoolMode::Transaction);
-    let c = c.with_setting("server_reset_query", "'DISCARD ALL; SELECT 1'").unwrap();
+    let c = c
+        .with_setting("server_reset_query", "'DISCARD ALL; SELECT 1'")
+        .unwrap();
     assert_eq!(c.pooler.server_reset_query, "DISCARD ALL; SELECT 1");
     let c = c.with_setting("query_timeout", "2.5").unwrap();
     assert_eq!(c.pooler.query_timeout, Duration::from_millis(2500));
