@@ -19,6 +19,7 @@ pub struct App {
     pub stop_accepting: Shutdown,
     db_flags: Mutex<crate::control::DbFlags>,
     config_generation: std::sync::atomic::AtomicU64,
+    pub periodic: crate::stats::periodic::Periodic,
 }
 
 impl App {
@@ -33,6 +34,7 @@ impl App {
             stop_accepting: Shutdown::new(),
             db_flags: Mutex::new(Default::default()),
             config_generation: Default::default(),
+            periodic: Default::default(),
         })
     }
 

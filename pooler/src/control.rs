@@ -131,7 +131,9 @@ impl App {
     pub fn kill(&self, db: Option<&str>) -> Result<(), String> {
         self.pause(db)?;
         for c in self.clients.all() {
-            if db.is_none_or(|d| c.info.database == d) {
+            // Console sessions (no pool) are not the database's clients: PgBouncer spares
+            // them too, so the operator keeps the console that issued KILL.
+            if c.pool.get().is_some() && db.is_none_or(|d| c.info.database == d) {
                 c.kill("terminating connection due to administrator command (KILL)");
             }
         }
@@ -280,7 +282,9 @@ impl App {
                 return;
             }
             let done = match mode {
-                ShutdownMode::WaitForClients => self.clients.connected() == 0,
+                ShutdownMode::WaitForClients => {
+                    !self.clients.all().iter().any(|c| c.pool.get().is_some())
+                }
                 _ => self.pause_done(None),
             };
             if done {

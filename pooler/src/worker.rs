@@ -113,6 +113,7 @@ async fn accept_loop(app: Arc<App>, listener: Listener) {
 async fn janitor(app: Arc<App>) {
     loop {
         compio::time::sleep(Duration::from_secs(1)).await;
+        app.periodic.maybe_tick(&app);
         let cfg = app.config();
         for pool in app.pools.all() {
             for s in pool.take_expired() {

@@ -1,5 +1,28 @@
 //! The admin console: a virtual database (`pgbouncer`, alias `pooler`) answering
 //! PgBouncer's commands over the simple and the extended query protocol.
+//!
+//! Layout: `parse` turns text into a [`parse::Command`]; `commands` holds the table of
+//! SHOW listings and runs commands into a `Reply` (rows + notices + tag); each `show_*`
+//! module computes its rows from a `snapshot::Snapshot` of the live state; `result` turns
+//! rows into RowDescription/DataRow; `session`, `extended` and `messages` speak the
+//! protocol.
+
+mod commands;
+mod extended;
+mod messages;
+mod parse;
+mod result;
+mod session;
+mod show_config;
+mod show_databases;
+mod show_misc;
+mod show_pools;
+mod show_sockets;
+mod show_stats;
+mod snapshot;
+mod table;
+#[cfg(test)]
+mod testdata;
 
 use std::sync::Arc;
 
@@ -14,13 +37,15 @@ pub enum Role {
     Stats,
 }
 
+/// The server_version the console reports.
+pub fn server_version() -> String {
+    format!("{}/pooler", env!("CARGO_PKG_VERSION"))
+}
+
 /// ParameterStatus values the console greets a client with.
 pub fn greeting(application_name: &str) -> Vec<(String, String)> {
     vec![
-        (
-            "server_version".into(),
-            format!("{}/pooler", env!("CARGO_PKG_VERSION")),
-        ),
+        ("server_version".into(), server_version()),
         ("server_encoding".into(), "UTF8".into()),
         ("client_encoding".into(), "UTF8".into()),
         ("DateStyle".into(), "ISO".into()),
@@ -34,5 +59,11 @@ pub fn greeting(application_name: &str) -> Vec<(String, String)> {
 
 /// Serves one logged-in console client until it leaves.
 pub async fn serve(app: Arc<App>, conn: Conn, shared: Arc<ClientShared>, role: Role) {
-    let _ = (app, conn, shared, role);
+    session::Session::new(app.clone(), conn, shared.clone(), role)
+        .run()
+        .await;
+    // Unregister before handing the counters over, so SHOW STATS never counts them twice
+    // (the caller's later unregister finds nothing left to do).
+    app.clients.unregister(&shared);
+    app.periodic.console_left(&shared.stats.values());
 }

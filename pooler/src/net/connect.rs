@@ -37,6 +37,11 @@ impl ServerAddr {
         }
     }
 
+    /// The cached name lookup: when it was made and what it gave (SHOW DNS_HOSTS).
+    pub fn cached(&self) -> Option<(Instant, Vec<SocketAddr>)> {
+        self.cache.lock().ok().and_then(|c| c.clone())
+    }
+
     /// A host starting with '/' is the directory of PostgreSQL's Unix socket.
     pub fn unix_path(&self) -> Option<PathBuf> {
         self.host

@@ -46,6 +46,11 @@ impl Pool {
         self.close_idle_locked(&mut st);
     }
 
+    /// The current generation (servers of older ones close when released).
+    pub fn generation(&self) -> u64 {
+        lock(&self.state).generation
+    }
+
     /// Servers of an older generation still open (WAIT_CLOSE waits for none).
     pub fn old_servers(&self) -> usize {
         let current = lock(&self.state).generation;

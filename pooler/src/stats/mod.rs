@@ -3,6 +3,8 @@
 //! counters are written only by the worker running that client; a pool's totals absorb a
 //! client's counters once, when the client leaves.
 
+pub mod periodic;
+
 use std::{
     sync::atomic::{AtomicU8, AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},

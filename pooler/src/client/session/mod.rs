@@ -244,8 +244,11 @@ impl Session {
         // Giving up the place in the queue or the connection attempt returns the slot.
         self.phase = Phase::Idle;
         self.timer = None;
-        if self.server.is_some() && self.cleanup.deadline.is_none() {
-            self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
+        if let Some(s) = &self.server {
+            s.info.shared.state.set_server(crate::stats::ServerState::Used);
+            if self.cleanup.deadline.is_none() {
+                self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
+            }
         }
     }
 
@@ -400,6 +403,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.finish();
+        // Out of the registry, then into the pool's totals: a SHOW in between misses the
+        // client for an instant (the console never reports a total below one it already
+        // reported), rather than counting it twice.
         self.app.clients.unregister(&self.shared);
         self.pool.client_left(&self.shared.stats.values());
     }
