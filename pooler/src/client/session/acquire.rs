@@ -87,13 +87,24 @@ impl Session {
                     return true;
                 }
                 if self.shared.take_wait_cancelled() {
+                    // Cancelled while queued: leave the queue and answer the request as
+                    // PostgreSQL answers a cancelled one; the client carries on.
                     self.phase = Phase::Idle;
-                    self.timer = None;
-                    self.fatal(
+                    self.wait_start = None;
+                    self.shared
+                        .state
+                        .set_client(crate::stats::ClientState::Active);
+                    backend::error_response(
+                        &mut self.client.wbuf,
+                        Severity::Error,
                         sqlstate::QUERY_CANCELED,
                         "canceling statement due to user request",
                         None,
                     );
+                    self.discard = Some(forward::Discard::start(
+                        &self.client.rbuf,
+                        self.max_packet(),
+                    ));
                     return true;
                 }
                 false

@@ -98,6 +98,8 @@ pub struct Session {
     /// requests until it answered.
     checking: bool,
     cfg_generation: u64,
+    /// Client messages being dropped after a cancel answered them (see Discard).
+    discard: Option<forward::Discard>,
 }
 
 #[derive(Default)]
@@ -149,6 +151,7 @@ impl Session {
             reserve_at: None,
             checking: false,
             cfg_generation,
+            discard: None,
         };
         if let Some(sv) = server {
             s.link(sv);
@@ -245,7 +248,10 @@ impl Session {
         self.phase = Phase::Idle;
         self.timer = None;
         if let Some(s) = &self.server {
-            s.info.shared.state.set_server(crate::stats::ServerState::Used);
+            s.info
+                .shared
+                .state
+                .set_server(crate::stats::ServerState::Used);
             if self.cleanup.deadline.is_none() {
                 self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);
             }
@@ -283,8 +289,20 @@ impl Session {
         if self.server.is_some() && !self.published {
             self.publish();
         }
-        let before = self.client.rbuf.len();
         let max = self.max_packet();
+        if let Some(d) = self.discard.as_mut() {
+            let before = self.client.rbuf.len();
+            match d.advance(&mut self.client.rbuf, max) {
+                None => return self.client.rbuf.len() != before,
+                Some(owed) => {
+                    if owed {
+                        backend::ready_for_query(&mut self.client.wbuf, b'I');
+                    }
+                    self.discard = None;
+                }
+            }
+        }
+        let before = self.client.rbuf.len();
         let scan = forward::client_to_server(
             &mut self.client.rbuf,
             &mut self.client_pass,
