@@ -95,7 +95,11 @@ pub async fn login<'a>(
         )
     })?;
     if req.minor > 0 || !req.protocol_options.is_empty() {
-        backend::negotiate_protocol_version(&mut conn.wbuf, 0, &req.protocol_options);
+        backend::negotiate_protocol_version(
+            &mut conn.wbuf,
+            backend::PROTOCOL_3_0,
+            &req.protocol_options,
+        );
     }
     let auth_file = app.auth_file();
     let outcome = auth::authenticate(conn, g.auth_type, auth_file.as_deref(), &req.user).await?;

@@ -98,11 +98,15 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, tag::READY_FOR_QUERY, |b| b.put_u8(status));
 }
 
-/// NegotiateProtocolVersion: the newest minor version we support (0) and the protocol
-/// options we did not recognise.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecognized: &[String]) {
+/// The newest protocol version we speak, 3.0, as PostgreSQL encodes it (major << 16 | minor).
+pub const PROTOCOL_3_0: i32 = 3 << 16;
+
+/// NegotiateProtocolVersion: the newest version we support and the protocol options we did
+/// not recognise. The documentation says "minor version", but PostgreSQL sends the whole
+/// version (PG_PROTOCOL_LATEST) and libpq reads it that way, so do the same.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest: i32, unrecognized: &[String]) {
     message(buf, tag::NEGOTIATE_PROTOCOL_VERSION, |b| {
-        b.put_i32(newest_minor);
+        b.put_i32(newest);
         b.put_i32(unrecognized.len() as i32);
         for o in unrecognized {
             cstr(b, o.as_bytes());

@@ -307,7 +307,7 @@ fn writers_produce_valid_frames() {
     backend::authentication_sasl(&mut b, b"SCRAM-SHA-256\0\0");
     backend::backend_key_data(&mut b, 1, 2);
     backend::ready_for_query(&mut b, b'I');
-    backend::negotiate_protocol_version(&mut b, 0, &["_pq_.x".into()]);
+    backend::negotiate_protocol_version(&mut b, backend::PROTOCOL_3_0, &["_pq_.x".into()]);
     backend::command_complete(&mut b, "SHOW");
     backend::row_description(
         &mut b,
@@ -325,4 +325,7 @@ fn writers_produce_valid_frames() {
         rest = &rest[h.total()..];
     }
     assert_eq!(tags, b"RRRKZvCTD");
+    // NegotiateProtocolVersion carries the version as PostgreSQL encodes it: 3.0 = 0x30000.
+    let v = b.iter().position(|&t| t == b'v').unwrap();
+    assert_eq!(&b[v + 5..v + 9], &[0, 3, 0, 0]);
 }
