@@ -251,10 +251,10 @@ fn config_lists_pgbouncers_settings() {
     assert_eq!(value("default_pool_size").as_deref(), Some("5"));
     assert_eq!(value("auth_type").as_deref(), Some("trust"));
     assert_eq!(value("listen_port"), Some(pooler.port.to_string()));
-    for ours in ["workers", "io_backend", "log_level"] {
+    for ours in ["workers", "io_backend", "log_level", "metrics_addr"] {
         assert!(value(ours).is_some(), "{ours}");
     }
-    assert_eq!(rows.len(), 98 + 3);
+    assert_eq!(rows.len(), 98 + 4);
 }
 
 #[test]
@@ -417,7 +417,7 @@ fn pipelined_queries_are_all_answered() {
     });
     for i in 0..N {
         let msgs = raw.recv_until_ready();
-        assert_eq!(data_rows(&msgs).len(), 101, "reply {i}");
+        assert_eq!(data_rows(&msgs).len(), 102, "reply {i}");
     }
     sender.join().unwrap();
     assert_eq!(raw.query("SHOW VERSION").len(), 4);

@@ -20,10 +20,15 @@ pub struct App {
     db_flags: Mutex<crate::control::DbFlags>,
     config_generation: std::sync::atomic::AtomicU64,
     pub periodic: crate::stats::periodic::Periodic,
+    /// Per-worker counters for /metrics, indexed by worker number.
+    pub workers: Box<[crate::metrics::WorkerStats]>,
+    /// Kernel-side socket statistics (eBPF), or why there are none.
+    pub kernel: crate::kernel::Kernel,
 }
 
 impl App {
     pub fn new(config: Config, auth_file: Option<AuthFile>, backend: Backend) -> Arc<App> {
+        let workers = crate::metrics::WorkerStats::for_workers(config.pooler.worker_count());
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             auth_file: RwLock::new(auth_file.map(Arc::new)),
@@ -35,6 +40,8 @@ impl App {
             db_flags: Mutex::new(Default::default()),
             config_generation: Default::default(),
             periodic: Default::default(),
+            workers,
+            kernel: Default::default(),
         })
     }
 

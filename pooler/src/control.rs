@@ -326,13 +326,14 @@ fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
         workers,
         io_backend,
         pkt_buf,
-        log_level
+        log_level,
+        metrics_addr
     );
     notices
 }
 
 /// The `[pooler]` keys `keep_restart_only` protects (SHOW CONFIG: changeable = no).
-pub const RESTART_ONLY: [&str; 10] = [
+pub const RESTART_ONLY: [&str; 11] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -343,4 +344,5 @@ pub const RESTART_ONLY: [&str; 10] = [
     "io_backend",
     "pkt_buf",
     "log_level",
+    "metrics_addr",
 ];

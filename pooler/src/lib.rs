@@ -10,6 +10,8 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod kernel;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod proto;

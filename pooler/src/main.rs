@@ -126,6 +126,11 @@ fn run(config: Config, auth_file: Option<AuthFile>) -> anyhow::Result<()> {
     let backend = net::probe_backend(config.pooler.io_backend).map_err(anyhow::Error::msg)?;
     // Signals go to the signal thread only: block them before any other thread starts.
     let signals = block_signals();
+    // Before any socket exists: it may move the process into a cgroup of its own, and the
+    // kernel programs only see sockets created (and connections established) after that.
+    let kernel = pooler::kernel::Kernel::start(&config.pooler).map_err(anyhow::Error::msg)?;
+    // Before the client listeners: once clients can connect, monitoring answers too.
+    let metrics = pooler::metrics::bind(&config.pooler)?;
     let listeners = net::bind_listeners(&config.pooler, workers)?;
     for l in listeners.per_worker.first().into_iter().flatten() {
         tracing::info!("listening on {}", l.describe());
@@ -137,8 +142,15 @@ fn run(config: Config, auth_file: Option<AuthFile>) -> anyhow::Result<()> {
         backend.name()
     );
     let app = App::new(config, auth_file, backend);
+    if let Some(m) = metrics {
+        m.spawn(app.clone())?;
+    }
+    app.kernel.install(kernel);
     spawn_signal_thread(app.clone(), signals);
-    pooler::run(app, listeners)?;
+    let result = pooler::run(app.clone(), listeners);
+    // Detach and leave the child cgroup even when the workers failed.
+    app.kernel.shutdown();
+    result?;
     tracing::info!("pooler stopped");
     Ok(())
 }

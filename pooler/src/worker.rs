@@ -49,7 +49,7 @@ fn worker_main(index: usize, app: Arc<App>, listeners: Vec<Listener>) -> io::Res
     let rt = net::build_runtime(app.backend)?;
     rt.block_on(async {
         for l in listeners {
-            compio::runtime::spawn(accept_loop(app.clone(), l)).detach();
+            compio::runtime::spawn(accept_loop(app.clone(), l, index)).detach();
         }
         if index == 0 {
             compio::runtime::spawn(janitor(app.clone())).detach();
@@ -59,7 +59,7 @@ fn worker_main(index: usize, app: Arc<App>, listeners: Vec<Listener>) -> io::Res
     Ok(())
 }
 
-async fn accept_loop(app: Arc<App>, listener: Listener) {
+async fn accept_loop(app: Arc<App>, listener: Listener, worker: usize) {
     let what = listener.describe();
     let is_tcp = matches!(listener, Listener::Tcp(..));
     let socket = match listener {
@@ -104,16 +104,25 @@ async fn accept_loop(app: Arc<App>, listener: Listener) {
                 let _ = sock.set_keepalive(true);
             }
         }
-        compio::runtime::spawn(crate::client::serve(app.clone(), sock, peer)).detach();
+        // Counted for /metrics; the guard keeps the worker's session gauge right however
+        // the session ends.
+        let session = crate::metrics::SessionGuard::new(&app, worker);
+        let serve = crate::client::serve(app.clone(), sock, peer);
+        compio::runtime::spawn(async move {
+            serve.await;
+            drop(session);
+        })
+        .detach();
     }
 }
 
 /// Once a second: open connections up to min_pool_size, close idle servers past
-/// server_idle_timeout or server_lifetime.
+/// server_idle_timeout or server_lifetime; fold the kernel's close records into the totals.
 async fn janitor(app: Arc<App>) {
     loop {
         compio::time::sleep(Duration::from_secs(1)).await;
         app.periodic.maybe_tick(&app);
+        app.kernel.harvest();
         let cfg = app.config();
         for pool in app.pools.all() {
             for s in pool.take_expired() {

@@ -1,11 +1,14 @@
 //! Integration-test harness: temporary PostgreSQL clusters, the pooler process, raw wire clients.
 #![allow(dead_code)]
 
+mod drivers;
 mod pooler;
 mod postgres;
 mod raw;
 
 // Scenario files use only some of these.
+#[allow(unused_imports)]
+pub use drivers::{Driver, admin_number, admin_rows, asyncpg, node_pg, pgjdbc, psycopg, skip};
 #[allow(unused_imports)]
 pub use pooler::{PgbenchResult, Pooler, TRUST_TRANSACTION_CONFIG, run_pgbench};
 #[allow(unused_imports)]

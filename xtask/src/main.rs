@@ -1,5 +1,7 @@
-//! cargo xtask: project automation (`test`: install, lint, test, load acceptance; `demo`: pooler + PostgreSQL to play with).
+//! cargo xtask: project automation (`test`: install, lint, test, load acceptance; `demo`: pooler + PostgreSQL to play with;
+//! `bench`: side by side with PgBouncer and direct PostgreSQL).
 
+mod bench;
 mod demo;
 mod pg;
 mod pooler;
@@ -20,9 +22,22 @@ commands:
         cargo fmt --check, cargo clippy -D warnings, cargo test --workspace ARGS...,
         and the pgbench load acceptance through the release pooler
   demo  start a temporary PostgreSQL and the pooler in front of it; Ctrl-C stops both
+  bench [--quick] [--profile] [--prepared] [--filter W[,W..]] [--rounds N] [--duration S]
+        [--idle-clients N] | --compare A.json B.json | --report A.json
+        pgbench through the release pooler (variants: io_uring/epoll, 1 worker, eBPF when
+        available), Debian's PgBouncer and PostgreSQL directly (50 clients and the workload's),
+        in interleaved rounds (default 3 x 15 s; --quick: 1 x 5 s, fewer workloads, 1,000 idle
+        clients), on a temporary tuned PostgreSQL with pgbench -i -s 10; workloads select-500,
+        select-extended-500, tpcb-500, select-50, select-1000 (select-prepared with --prepared);
+        then RSS per idle client at 10,000 idle clients (--filter ... skips it unless it names
+        `idle`). Prints one table per workload and the issue's targets; writes
+        target/bench/<timestamp>.json and .md. --profile: only a profile of the pooler under
+        select-only load (perf, else callgrind; flame graph via inferno) in target/bench/.
+        --compare prints B against A; --report prints a saved run's tables and verdict again.
 
 environment: XTASK_POOLER_BIN=PATH uses that binary instead of building the release pooler;
-  PG_BIN_DIR overrides /usr/lib/postgresql/15/bin
+  PG_BIN_DIR overrides /usr/lib/postgresql/15/bin; XTASK_BENCH_PROFILER=callgrind makes
+  bench --profile use valgrind's callgrind instead of perf
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +45,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(true)

@@ -125,8 +125,25 @@ fn install_missing_packages() -> Result<()> {
     if !in_path("ps") {
         missing.push("procps");
     }
+    // The eBPF programs are C built by pooler-ebpf's build script: without these the
+    // pooler builds without kernel stats and the eBPF tests cannot prove anything.
+    if !in_path("clang") {
+        missing.push("clang");
+    }
+    if !Path::new("/usr/include/bpf/bpf_helpers.h").is_file() {
+        missing.push("libbpf-dev");
+    }
+    // The eBPF tests drop packets with nft and compare with `ss` (iproute2).
+    if !in_path("nft") {
+        missing.push("nftables");
+    }
+    if !in_path("ss") {
+        missing.push("iproute2");
+    }
     if missing.is_empty() {
-        println!("all present: PostgreSQL 15 server and client, procps");
+        println!(
+            "all present: PostgreSQL 15 server and client, procps, clang, libbpf-dev, nftables, iproute2"
+        );
         return Ok(());
     }
     if !is_root() {

@@ -137,7 +137,7 @@ pub async fn execute(cmd: &Command, ctx: &Ctx<'_>) -> Result<Reply, Failure> {
             let entry =
                 show_entry(name).ok_or_else(|| error(sqlstate::SYNTAX_ERROR, "unknown SHOW"))?;
             Ok(Reply {
-                notices: Vec::new(),
+                notices: super::show_kernel_stats::notices(entry.name, app),
                 rows: Some((entry.run)(app)),
                 tag: "SHOW".into(),
             })

@@ -5,7 +5,8 @@
 //! SHOW listings and runs commands into a `Reply` (rows + notices + tag); each `show_*`
 //! module computes its rows from a `snapshot::Snapshot` of the live state; `result` turns
 //! rows into RowDescription/DataRow; `session`, `extended` and `messages` speak the
-//! protocol.
+//! protocol. The snapshot and the `show_*` listings are crate-visible because
+//! `crate::metrics` reports the same rows over HTTP, so the two can never disagree.
 
 mod commands;
 mod extended;
@@ -13,13 +14,16 @@ mod messages;
 mod parse;
 mod result;
 mod session;
-mod show_config;
-mod show_databases;
-mod show_misc;
-mod show_pools;
-mod show_sockets;
-mod show_stats;
-mod snapshot;
+pub(crate) mod show_config;
+pub(crate) mod show_databases;
+mod show_kernel_latency;
+mod show_kernel_sockets;
+mod show_kernel_stats;
+pub(crate) mod show_misc;
+pub(crate) mod show_pools;
+pub(crate) mod show_sockets;
+pub(crate) mod show_stats;
+pub(crate) mod snapshot;
 mod table;
 #[cfg(test)]
 mod testdata;

@@ -1,6 +1,6 @@
 //! SHOW CONFIG: every PgBouncer 1.25.2 setting with its default and `changeable` flag as
 //! PgBouncer reports them, the running value for the settings we implement (PgBouncer's
-//! default for the others), and our own settings (workers, io_backend, log_level).
+//! default for the others), and our own settings (workers, io_backend, log_level, metrics_addr).
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ row! {
 
 /// (key, PgBouncer's default, changeable), in PgBouncer's order (alphabetical), ours
 /// placed alphabetically too.
-const SETTINGS: [(&str, &str, bool); 101] = [
+const SETTINGS: [(&str, &str, bool); 102] = [
     ("admin_users", "", true),
     ("application_name_add_host", "0", true),
     ("auth_dbname", "", true),
@@ -72,6 +72,7 @@ const SETTINGS: [(&str, &str, bool); 101] = [
     ("max_prepared_statements", "200", true),
     ("max_user_client_connections", "0", true),
     ("max_user_connections", "0", true),
+    ("metrics_addr", "", false),
     ("min_pool_size", "0", true),
     ("peer_id", "0", true),
     ("pidfile", "", false),
@@ -176,6 +177,7 @@ fn value(cfg: &Config, key: &str) -> Option<String> {
         "max_db_connections" => g.max_db_connections.to_string(),
         "max_packet_size" => g.max_packet_size.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
+        "metrics_addr" => g.metrics_addr.clone(),
         "min_pool_size" => g.min_pool_size.to_string(),
         "pkt_buf" => g.pkt_buf.to_string(),
         "pool_mode" => g.pool_mode.as_str().to_string(),
@@ -231,8 +233,8 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(keys, sorted);
-        // PgBouncer's 98 plus our three.
-        assert_eq!(keys.len(), 98 + 3);
+        // PgBouncer's 98 plus ours (workers, io_backend, log_level, metrics_addr).
+        assert_eq!(keys.len(), 98 + 4);
     }
 
     #[test]

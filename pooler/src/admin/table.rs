@@ -4,7 +4,8 @@
 use super::{
     parse::{Command, Names},
     result::{Column, Kind, ResultSet, Row},
-    show_config, show_databases, show_misc, show_pools, show_sockets,
+    show_config, show_databases, show_kernel_latency, show_kernel_sockets, show_kernel_stats,
+    show_misc, show_pools, show_sockets,
     show_stats::{self, Stats},
     snapshot::Snapshot,
 };
@@ -144,6 +145,27 @@ pub const SHOWS: &[ShowEntry] = &[
         name: "CLIENT_STATS",
         columns: show_stats::ClientStatsRow::COLUMNS,
         run: |app| ResultSet::of(show_stats::client_stats(&snap(app))),
+    },
+    // Kernel-side statistics (eBPF); when it is off, `commands` adds a NOTICE saying why.
+    ShowEntry {
+        name: "KERNEL_CLIENTS",
+        columns: show_kernel_sockets::KernelSocketRow::COLUMNS,
+        run: |app| ResultSet::of(show_kernel_sockets::rows(app.kernel.clients(app))),
+    },
+    ShowEntry {
+        name: "KERNEL_SERVERS",
+        columns: show_kernel_sockets::KernelSocketRow::COLUMNS,
+        run: |app| ResultSet::of(show_kernel_sockets::rows(app.kernel.servers(app))),
+    },
+    ShowEntry {
+        name: "KERNEL_STATS",
+        columns: show_kernel_stats::KernelStatsRow::COLUMNS,
+        run: |app| ResultSet::of(show_kernel_stats::rows(app)),
+    },
+    ShowEntry {
+        name: "KERNEL_LATENCY",
+        columns: show_kernel_latency::KernelLatencyRow::COLUMNS,
+        run: |app| ResultSet::of(show_kernel_latency::rows(app.kernel.latency())),
     },
 ];
 

@@ -5,6 +5,7 @@ mod cancel;
 mod forward;
 mod login;
 mod params;
+mod prepared;
 pub mod registry;
 mod session;
 mod startup;

@@ -7,15 +7,15 @@ use toml::{Table, Value};
 
 use super::extract::{Collector, describe, did_you_mean};
 use super::{
-    ALWAYS_IGNORED_STARTUP_PARAMETER, AuthType, Config, ConfigError, ConfigErrors, General,
-    IoBackend, PoolMode, databases, validate,
+    ALWAYS_IGNORED_STARTUP_PARAMETER, AuthType, Config, ConfigError, ConfigErrors, EbpfMode,
+    General, IoBackend, PoolMode, databases, validate,
 };
 
 /// The sections a file may have.
 const SECTIONS: [&str; 3] = ["pooler", "databases", "users"];
 
 /// Every key `[pooler]` accepts.
-pub(super) const GENERAL_KEYS: [&str; 49] = [
+pub(super) const GENERAL_KEYS: [&str; 55] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -54,6 +54,8 @@ pub(super) const GENERAL_KEYS: [&str; 49] = [
     "log_disconnections",
     "log_pooler_errors",
     "max_packet_size",
+    "max_prepared_statements",
+    "max_client_prepared_statements",
     "pkt_buf",
     "stats_period",
     "tcp_keepalive",
@@ -65,11 +67,15 @@ pub(super) const GENERAL_KEYS: [&str; 49] = [
     "workers",
     "io_backend",
     "log_level",
+    "metrics_addr",
+    "ebpf",
+    "ebpf_rtt_samples",
+    "ebpf_pin_path",
 ];
 
 /// PgBouncer 1.25.2 settings this pooler does not implement. They get a clearer refusal than
 /// "unknown key", because operators migrating an ini file will meet them.
-const PGBOUNCER_ONLY_KEYS: [&str; 51] = [
+const PGBOUNCER_ONLY_KEYS: [&str; 50] = [
     "auth_dbname",
     "auth_hba_file",
     "auth_ident_file",
@@ -95,7 +101,6 @@ const PGBOUNCER_ONLY_KEYS: [&str; 51] = [
     "log_stats",
     "logfile",
     "max_db_client_connections",
-    "max_prepared_statements",
     "max_user_client_connections",
     "peer_id",
     "pidfile",
@@ -268,6 +273,15 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
             "log_disconnections" => set!(g.log_disconnections, c.boolean(key, v)),
             "log_pooler_errors" => set!(g.log_pooler_errors, c.boolean(key, v)),
             "max_packet_size" => set!(g.max_packet_size, c.u32_in(key, v, 1024, 2_147_483_647)),
+            "max_prepared_statements" => {
+                set!(g.max_prepared_statements, c.u32_in(key, v, 0, 1_000_000))
+            }
+            "max_client_prepared_statements" => {
+                set!(
+                    g.max_client_prepared_statements,
+                    c.u32_in(key, v, 1, 10_000_000)
+                )
+            }
             "pkt_buf" => set!(g.pkt_buf, c.u32_in(key, v, 1024, u32::MAX)),
             "stats_period" => set!(g.stats_period, c.duration(key, v)),
             "tcp_keepalive" => set!(g.tcp_keepalive, c.boolean(key, v)),
@@ -283,6 +297,14 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
                 c.string(key, v)
                     .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
             ),
+            "metrics_addr" => set!(g.metrics_addr, metrics_addr(c, key, v)),
+            "ebpf" => set!(g.ebpf, c.choice(key, v, &EbpfMode::ALL)),
+            "ebpf_rtt_samples" => set!(g.ebpf_rtt_samples, c.boolean(key, v)),
+            "ebpf_pin_path" => set!(
+                g.ebpf_pin_path,
+                c.string(key, v)
+                    .map(|s| (!s.is_empty()).then(|| PathBuf::from(s)))
+            ),
             other if PGBOUNCER_ONLY_KEYS.contains(&other) => c.error(
                 key,
                 "PgBouncer setting not supported by this pooler; remove it",
@@ -290,6 +312,26 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
             other => c.unknown_key(key, other, &GENERAL_KEYS),
         }
     }
+}
+
+/// `metrics_addr`: "" (off) or `host:port`, the host an IP address ("[::1]" for IPv6) or a
+/// host name; checked here so a typo fails `--check` rather than the start.
+fn metrics_addr(c: &mut Collector, key: &str, v: &Value) -> Option<String> {
+    let s = c.string(key, v)?.trim().to_owned();
+    if s.is_empty() || s.parse::<std::net::SocketAddr>().is_ok() {
+        return Some(s);
+    }
+    let valid = s.rsplit_once(':').is_some_and(|(host, port)| {
+        is_host_name(host) && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    if !valid {
+        c.error(
+            key,
+            format!("expected \"\" (off) or \"host:port\" such as \"127.0.0.1:9127\", found {s:?}"),
+        );
+        return None;
+    }
+    Some(s)
 }
 
 /// `listen_addr`: "*", addresses or host names, as a comma-separated string or an array.

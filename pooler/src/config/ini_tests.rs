@@ -454,7 +454,6 @@ fn fixture_translates_to_the_expected_toml_and_the_same_config() {
         [
             "logfile",
             "pidfile",
-            "max_prepared_statements",
             "server_tls_sslmode",
             "default_pool_size"
         ]

@@ -121,6 +121,34 @@ impl fmt::Display for AuthType {
     }
 }
 
+/// Whether the kernel-side statistics (eBPF) are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EbpfMode {
+    /// Try; on refusal log why once and run without.
+    Auto,
+    /// Refuse to start without them.
+    On,
+    Off,
+}
+
+impl EbpfMode {
+    /// Every mode with its TOML spelling.
+    pub const ALL: [(&'static str, EbpfMode); 3] = [
+        ("auto", EbpfMode::Auto),
+        ("on", EbpfMode::On),
+        ("off", EbpfMode::Off),
+    ];
+
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EbpfMode::Auto => "auto",
+            EbpfMode::On => "on",
+            EbpfMode::Off => "off",
+        }
+    }
+}
+
 impl fmt::Display for IoBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -185,6 +213,11 @@ pub struct General {
     pub log_disconnections: bool,
     pub log_pooler_errors: bool,
     pub max_packet_size: u32,
+    /// Prepared statements kept per server connection in transaction/statement mode
+    /// (least recently used closed beyond it); 0 turns the tracking off.
+    pub max_prepared_statements: u32,
+    /// Ours: prepared statements one client may hold in transaction/statement mode.
+    pub max_client_prepared_statements: u32,
     pub pkt_buf: u32,
     pub stats_period: Duration,
     pub tcp_keepalive: bool,
@@ -199,6 +232,14 @@ pub struct General {
     pub io_backend: IoBackend,
     /// None: RUST_LOG, else "info".
     pub log_level: Option<String>,
+    /// `host:port` of the HTTP listener serving /metrics, /healthz and /readyz; "" = off.
+    pub metrics_addr: String,
+    /// Kernel-side socket statistics (see `crate::kernel`).
+    pub ebpf: EbpfMode,
+    /// Turn on the eBPF RTT callback (fires on nearly every ACK).
+    pub ebpf_rtt_samples: bool,
+    /// Pin the eBPF maps in this bpffs directory.
+    pub ebpf_pin_path: Option<PathBuf>,
 }
 
 /// pgjdbc sends this startup parameter, and refusing it would break every Java client, so it is
@@ -248,6 +289,8 @@ impl Default for General {
             log_disconnections: true,
             log_pooler_errors: true,
             max_packet_size: 2_147_483_647,
+            max_prepared_statements: 200,
+            max_client_prepared_statements: 1000,
             pkt_buf: 4096,
             stats_period: secs(60),
             tcp_keepalive: true,
@@ -259,6 +302,10 @@ impl Default for General {
             workers: 0,
             io_backend: IoBackend::Auto,
             log_level: None,
+            metrics_addr: String::new(),
+            ebpf: EbpfMode::Auto,
+            ebpf_rtt_samples: false,
+            ebpf_pin_path: None,
         }
     }
 }

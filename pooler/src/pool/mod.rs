@@ -10,6 +10,7 @@ mod control;
 pub mod limits;
 mod registry;
 mod server_info;
+pub mod statements;
 mod wait;
 
 use std::{
@@ -136,6 +137,13 @@ pub struct Pool {
     /// Counters of clients that have left (live clients keep their own).
     pub totals: crate::stats::Traffic,
     clients: std::sync::atomic::AtomicU32,
+    /// Bumped when a schema change made prepared plans stale on one server: every server
+    /// of the pool then prepares its statements again before using them.
+    statements_epoch: std::sync::atomic::AtomicU64,
+    /// How long queued clients waited for a server (the /metrics histogram).
+    pub wait_hist: crate::metrics::WaitHistogram,
+    /// When a server connection last logged in (µs since the epoch, 0 = never), for /readyz.
+    last_connect_ok: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +182,16 @@ impl Pool {
         v.iter().filter_map(|w| w.upgrade()).collect()
     }
 
+    pub fn statements_epoch(&self) -> u64 {
+        self.statements_epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn bump_statements_epoch(&self) {
+        self.statements_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn client_joined(&self) {
         self.clients
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -189,6 +207,17 @@ impl Pool {
     /// Logged-in clients of this pool (active or waiting).
     pub fn client_count(&self) -> u32 {
         self.clients.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A queued client got a server after `micros` µs.
+    pub fn record_wait(&self, micros: u64) {
+        self.wait_hist.record(micros);
+    }
+
+    /// µs since the epoch of the last successful server login (0 = never).
+    pub fn last_connect_ok(&self) -> u64 {
+        self.last_connect_ok
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -430,6 +459,10 @@ impl Pool {
         st.connecting = st.connecting.saturating_sub(1);
         st.active += 1;
         st.login_error = None;
+        self.last_connect_ok.store(
+            crate::stats::now_micros(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn permit_failed(self: &Arc<Self>, error: Option<Arc<crate::server::ServerError>>) {

@@ -99,6 +99,9 @@ impl Pools {
             servers: Mutex::new(Vec::new()),
             totals: Default::default(),
             clients: Default::default(),
+            statements_epoch: Default::default(),
+            wait_hist: Default::default(),
+            last_connect_ok: Default::default(),
         });
         map.insert(key.clone(), pool.clone());
         pool

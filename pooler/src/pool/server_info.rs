@@ -79,6 +79,8 @@ pub struct ServerInfo {
     pub last_used: Instant,
     /// The pool generation it was opened in (see `Pool::reconnect`).
     pub generation: u64,
+    /// Prepared statements it holds under the pooler's names.
+    pub prepared: super::statements::ServerStatements,
 }
 
 impl ServerInfo {
@@ -95,6 +97,7 @@ impl ServerInfo {
             created: now,
             last_used: now,
             generation: 0,
+            prepared: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ pub mod tag {
     pub const CLOSE_COMPLETE: u8 = b'3';
     pub const NO_DATA: u8 = b'n';
     pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const PORTAL_SUSPENDED: u8 = b's';
 }
 
 /// Appends a message: tag, length placeholder, body from `f`, then patches the length.

@@ -7,7 +7,7 @@ use super::backend::{self, Severity};
 use super::frame::{self, Header};
 use super::frontend::{self, tag};
 use super::startup::{self, Startup};
-use super::tracker::{Internal, Owner, Tracker};
+use super::tracker::{Extra, Internal, Owner, ParseUndo, Request, Slot, Tracker};
 
 fn startup_packet(code: i32, body: &[u8]) -> BytesMut {
     let mut b = BytesMut::new();
@@ -229,13 +229,16 @@ fn password_parsing() {
 fn tracker_simple_query() {
     let mut t = Tracker::new();
     assert!(t.releasable());
-    t.client_message(tag::QUERY);
+    t.client_message(tag::QUERY, 0);
     assert!(!t.is_idle());
     assert_eq!(t.current(), Owner::Client);
+    // Rows and CommandComplete do not end a simple query; ReadyForQuery does.
+    assert_eq!(t.reply(b'T'), (Owner::Client, None));
+    assert_eq!(t.reply(b'C'), (Owner::Client, None));
     assert_eq!(t.ready_for_query(b'T'), Owner::Client);
     assert!(t.is_idle());
     assert!(!t.releasable(), "inside a transaction");
-    t.client_message(tag::QUERY);
+    t.client_message(tag::QUERY, 0);
     t.ready_for_query(b'I');
     assert!(t.releasable());
 }
@@ -252,31 +255,154 @@ fn tracker_pipeline_needs_every_sync() {
         tag::EXECUTE,
         tag::SYNC,
     ] {
-        t.client_message(m);
+        t.client_message(m, 0);
+    }
+    for r in [b'1', b'2', b'D', b'C'] {
+        t.reply(r);
     }
     t.ready_for_query(b'I');
     assert!(!t.releasable(), "second Sync still owed");
+    for r in [b'2', b'C'] {
+        assert!(t.reply(r).1.is_some());
+    }
     t.ready_for_query(b'I');
     assert!(t.releasable());
+}
+
+#[test]
+fn tracker_describe_and_execute_complete_on_their_last_reply() {
+    let mut t = Tracker::new();
+    t.client_message(tag::DESCRIBE, b'S');
+    t.client_message(tag::DESCRIBE, b'P');
+    t.client_message(tag::EXECUTE, 0);
+    assert!(
+        t.reply(b't').1.is_none(),
+        "ParameterDescription comes first"
+    );
+    assert_eq!(
+        t.reply(b'T').1.map(|s| s.req),
+        Some(Request::DescribeStatement)
+    );
+    assert_eq!(
+        t.reply(b'n').1.map(|s| s.req),
+        Some(Request::DescribePortal)
+    );
+    assert!(t.reply(b'D').1.is_none());
+    assert!(
+        t.reply(b'N').1.is_none(),
+        "a notice in between changes nothing"
+    );
+    assert_eq!(t.reply(b's').1.map(|s| s.req), Some(Request::Execute));
+    assert!(!t.awaiting_replies());
+    assert!(!t.is_idle(), "no Sync yet");
+}
+
+#[test]
+fn tracker_error_skips_to_sync_and_undoes_parses() {
+    let mut t = Tracker::new();
+    let undo = |n: &str| {
+        Some(Box::new(Extra::Undo(ParseUndo {
+            server_name: n.into(),
+            client_name: None,
+        })))
+    };
+    t.push(Slot {
+        req: Request::Parse,
+        owner: Owner::Client,
+        extra: undo("a"),
+    });
+    t.client_message(tag::BIND, 0);
+    t.client_message(tag::EXECUTE, 0);
+    t.push(Slot {
+        req: Request::Parse,
+        owner: Owner::Client,
+        extra: undo("b"),
+    });
+    t.push_fake(b"fake".to_vec());
+    t.client_message(tag::SYNC, 0);
+    t.client_message(tag::QUERY, 0);
+    assert!(t.reply(b'1').1.is_some());
+    assert!(t.reply(b'2').1.is_some());
+    let (owner, out) = t.error();
+    assert_eq!(owner, Owner::Client);
+    assert_eq!(
+        out.undo,
+        vec![ParseUndo {
+            server_name: "b".into(),
+            client_name: None
+        }],
+        "the skipped Parse is undone; the completed one is not"
+    );
+    assert!(t.take_fake().is_none(), "the skipped fake is gone");
+    assert_eq!(t.ready_for_query(b'I'), Owner::Client);
+    assert!(
+        t.awaiting_replies(),
+        "the simple query after the Sync still runs"
+    );
+    t.ready_for_query(b'I');
+    assert!(t.releasable());
+}
+
+#[test]
+fn tracker_error_before_sync_skips_what_follows() {
+    let mut t = Tracker::new();
+    t.client_message(tag::PARSE, 0);
+    t.client_message(tag::FLUSH, 0);
+    let (_, out) = t.error();
+    assert!(out.undo.is_empty());
+    assert!(t.error_skip());
+    // Messages until Sync are discarded by the server: no slot for them.
+    t.client_message(tag::BIND, 0);
+    t.client_message(tag::EXECUTE, 0);
+    t.push_fake(b"x".to_vec());
+    assert!(!t.awaiting_replies());
+    t.client_message(tag::SYNC, 0);
+    assert!(!t.error_skip());
+    t.ready_for_query(b'I');
+    assert!(t.releasable());
+}
+
+#[test]
+fn tracker_error_in_simple_query_waits_for_ready() {
+    let mut t = Tracker::new();
+    t.client_message(tag::QUERY, 0);
+    assert_eq!(t.error().0, Owner::Client);
+    assert!(t.awaiting_replies());
+    t.ready_for_query(b'I');
+    assert!(t.releasable());
+}
+
+#[test]
+fn tracker_fakes_wait_for_their_turn() {
+    let mut t = Tracker::new();
+    t.push_fake(b"first".to_vec());
+    assert_eq!(t.take_fake(), Some(b"first".to_vec()), "nothing before it");
+    t.client_message(tag::BIND, 0);
+    t.push_fake(b"second".to_vec());
+    assert_eq!(t.take_fake(), None, "after the BindComplete");
+    assert_eq!(t.current(), Owner::Client);
+    t.reply(b'2');
+    assert_eq!(t.take_fake(), Some(b"second".to_vec()));
 }
 
 #[test]
 fn tracker_unsynced_extended_keeps_server() {
     let mut t = Tracker::new();
-    t.client_message(tag::PARSE);
-    t.client_message(tag::FLUSH);
+    t.client_message(tag::PARSE, 0);
+    t.client_message(tag::FLUSH, 0);
+    t.reply(b'1');
     assert!(!t.awaiting_replies());
     assert!(!t.is_idle());
-    t.client_message(tag::SYNC);
+    t.client_message(tag::SYNC, 0);
     t.ready_for_query(b'I');
     assert!(t.releasable());
 }
 
 #[test]
-fn tracker_internal_segments_come_first() {
+fn tracker_internal_requests_come_first() {
     let mut t = Tracker::new();
     t.internal_query(Internal::SetParams);
-    t.client_message(tag::QUERY);
+    t.client_message(tag::QUERY, 0);
     assert_eq!(t.current(), Owner::Internal(Internal::SetParams));
     assert!(t.has_internal());
     assert_eq!(
@@ -290,11 +416,11 @@ fn tracker_internal_segments_come_first() {
 }
 
 #[test]
-fn tracker_copy_and_terminate_do_not_open_segments() {
+fn tracker_copy_and_terminate_do_not_open_slots() {
     let mut t = Tracker::new();
-    t.client_message(tag::QUERY);
-    t.client_message(tag::COPY_DATA);
-    t.client_message(tag::COPY_DONE);
+    t.client_message(tag::QUERY, 0);
+    t.client_message(tag::COPY_DATA, 0);
+    t.client_message(tag::COPY_DONE, 0);
     t.ready_for_query(b'I');
     assert!(t.releasable());
 }

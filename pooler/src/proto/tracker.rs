@@ -1,19 +1,24 @@
 //! What a server still owes: a pure record of the requests sent to one server connection,
-//! so that "may this server go back to the pool?" is a question with no I/O in it.
+//! one slot per reply-producing request, so that "may this server go back to the pool?"
+//! and "whose is this reply?" are questions with no I/O in them.
 //!
-//! Every simple Query, Sync and FunctionCall is answered by exactly one ReadyForQuery, so
-//! the replies form segments each ending in a ReadyForQuery. Each segment belongs either to
-//! the client or to the pooler (queries it sends itself: restoring parameters, the reset
-//! query, a rollback); pooler segments are consumed without reaching the client. Extended
-//! protocol messages sent since the last Sync leave the server mid-exchange (an unnamed
-//! portal may be open, an error would skip to the next Sync), so a server with such
-//! messages outstanding is never released.
+//! Each slot belongs to the client (replies forwarded) or to the pooler (queries it sends
+//! itself: restoring parameters, the reset query, a rollback, re-preparing a statement;
+//! replies consumed). A slot can also be a reply the pooler makes up (a ParseComplete for
+//! a statement the server already has): it is emitted when it reaches the front, so it
+//! lands exactly where PostgreSQL would have put it.
+//!
+//! PostgreSQL's rule for errors in the extended protocol is kept: an ErrorResponse to an
+//! extended request makes the server skip every message up to the next Sync, so the slots
+//! of those messages are dropped with it (and registrations made ahead of their replies are
+//! undone). Extended-protocol messages sent since the last Sync leave the server
+//! mid-exchange, so such a server is never released.
 
 use std::collections::VecDeque;
 
-use super::frontend::tag;
+use super::{backend::tag as be, frontend::tag as fe};
 
-/// Who a reply segment belongs to.
+/// Who a reply belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     /// Forwarded to the client.
@@ -22,7 +27,7 @@ pub enum Owner {
     Internal(Internal),
 }
 
-/// Why the pooler sent a query of its own.
+/// Why the pooler sent a request of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Internal {
     /// `SET` statements bringing the server's parameters in line with the client's.
@@ -33,77 +38,271 @@ pub enum Internal {
     Rollback,
     /// `server_check_query`.
     Check,
+    /// Preparing (or closing) a statement on this server for a client that prepared it
+    /// elsewhere.
+    Prepare,
 }
 
-#[derive(Debug, Default, Clone)]
+/// What kind of request a slot stands for, which decides the reply that completes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Simple Query or FunctionCall: everything up to ReadyForQuery.
+    Query,
+    Sync,
+    Parse,
+    Bind,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Close,
+    /// A reply made up by the pooler (see `Extra::Fake`).
+    Fake,
+}
+
+/// A Parse registered before its reply: undone if the server refuses or skips it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseUndo {
+    /// The statement name on the server.
+    pub server_name: String,
+    /// The client's name for it, when the Parse was the client's own.
+    pub client_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extra {
+    Undo(ParseUndo),
+    /// Complete backend messages to emit to the client in this slot's place.
+    Fake(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub req: Request,
+    pub owner: Owner,
+    pub extra: Option<Box<Extra>>,
+}
+
+impl Slot {
+    pub fn new(req: Request, owner: Owner) -> Slot {
+        Slot {
+            req,
+            owner,
+            extra: None,
+        }
+    }
+}
+
+/// The outcome of an ErrorResponse.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ErrorOutcome {
+    /// Registrations to undo: the failed Parse and the Parses the server skipped.
+    pub undo: Vec<ParseUndo>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Tracker {
-    segments: VecDeque<Owner>,
+    slots: VecDeque<Slot>,
+    /// Extended-protocol messages sent since the last Sync.
     unsynced: bool,
+    /// The server reported an error in an extended exchange and skips to the next Sync,
+    /// which has not been sent yet: messages until then produce no replies.
+    error_skip: bool,
     /// Status byte of the last ReadyForQuery: b'I', b'T' or b'E'.
     last_status: u8,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new()
+    }
 }
 
 impl Tracker {
     pub fn new() -> Self {
         Tracker {
-            segments: VecDeque::new(),
+            slots: VecDeque::new(),
             unsynced: false,
+            error_skip: false,
             last_status: b'I',
         }
     }
 
-    /// Records a client message being forwarded to the server.
+    /// Records a client message forwarded unchanged. `describe_kind` is the first body
+    /// byte of a Describe ('S' or 'P'), unused otherwise.
     #[inline]
-    pub fn client_message(&mut self, t: u8) {
-        match t {
-            tag::QUERY | tag::FUNCTION_CALL => self.segments.push_back(Owner::Client),
-            tag::SYNC => {
-                self.segments.push_back(Owner::Client);
+    pub fn client_message(&mut self, t: u8, describe_kind: u8) {
+        let req = match t {
+            fe::QUERY | fe::FUNCTION_CALL => Request::Query,
+            fe::SYNC => Request::Sync,
+            fe::PARSE => Request::Parse,
+            fe::BIND => Request::Bind,
+            fe::DESCRIBE if describe_kind == b'S' => Request::DescribeStatement,
+            fe::DESCRIBE => Request::DescribePortal,
+            fe::EXECUTE => Request::Execute,
+            fe::CLOSE => Request::Close,
+            fe::FLUSH => {
+                self.unsynced = true;
+                return;
+            }
+            _ => return,
+        };
+        self.push(Slot::new(req, Owner::Client));
+    }
+
+    /// Records a request (the client's, rewritten, or the pooler's own).
+    pub fn push(&mut self, slot: Slot) {
+        match slot.req {
+            Request::Sync => {
                 self.unsynced = false;
+                self.error_skip = false;
             }
-            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH => {
-                self.unsynced = true
-            }
-            _ => {}
+            // The server discards it: no reply will come.
+            _ if self.error_skip => return,
+            Request::Query => {}
+            _ => self.unsynced = true,
         }
+        self.slots.push_back(slot);
     }
 
-    /// Records a query the pooler sent on its own.
+    /// Queues complete backend messages for the client, to be emitted in order.
+    pub fn push_fake(&mut self, messages: Vec<u8>) {
+        if self.error_skip {
+            return;
+        }
+        self.unsynced = true;
+        self.slots.push_back(Slot {
+            req: Request::Fake,
+            owner: Owner::Client,
+            extra: Some(Box::new(Extra::Fake(messages))),
+        });
+    }
+
+    /// Records a simple query of the pooler's own.
     pub fn internal_query(&mut self, why: Internal) {
-        self.segments.push_back(Owner::Internal(why));
+        self.slots
+            .push_back(Slot::new(Request::Query, Owner::Internal(why)));
     }
 
-    /// Owner of the reply message arriving now. Messages with no segment pending
-    /// (asynchronous notices, replies to an unsynced Flush) belong to the client.
+    /// Extended-protocol messages were sent since the last Sync.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Whether the server skips messages until the client's next Sync.
+    pub fn error_skip(&self) -> bool {
+        self.error_skip
+    }
+
+    /// The made-up replies now at the front, to emit before anything else.
+    pub fn take_fake(&mut self) -> Option<Vec<u8>> {
+        if self.slots.front().is_some_and(|s| s.req == Request::Fake) {
+            let s = self.slots.pop_front()?;
+            if let Some(b) = s.extra
+                && let Extra::Fake(bytes) = *b
+            {
+                return Some(bytes);
+            }
+        }
+        None
+    }
+
+    /// Owner of the reply arriving now. Messages with nothing pending (asynchronous
+    /// notices, notifications) belong to the client.
     #[inline]
     pub fn current(&self) -> Owner {
-        self.segments.front().copied().unwrap_or(Owner::Client)
+        self.slots
+            .iter()
+            .find(|s| s.req != Request::Fake)
+            .map_or(Owner::Client, |s| s.owner)
     }
 
-    /// Records a ReadyForQuery; returns the owner of the segment it ends.
+    /// Records a server message other than ErrorResponse and ReadyForQuery; returns its
+    /// owner and the slot it completed, if any.
+    #[inline]
+    pub fn reply(&mut self, t: u8) -> (Owner, Option<Slot>) {
+        let Some(front) = self.slots.front() else {
+            return (Owner::Client, None);
+        };
+        let owner = front.owner;
+        let done = matches!(
+            (front.req, t),
+            (Request::Parse, be::PARSE_COMPLETE)
+                | (Request::Bind, be::BIND_COMPLETE)
+                | (Request::Close, be::CLOSE_COMPLETE)
+                | (
+                    Request::DescribeStatement | Request::DescribePortal,
+                    be::ROW_DESCRIPTION | be::NO_DATA,
+                )
+                | (
+                    Request::Execute,
+                    be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED
+                )
+        );
+        (owner, if done { self.slots.pop_front() } else { None })
+    }
+
+    /// Records an ErrorResponse; returns its owner and what to undo.
+    pub fn error(&mut self) -> (Owner, ErrorOutcome) {
+        let mut out = ErrorOutcome::default();
+        let Some(front) = self.slots.front_mut() else {
+            return (Owner::Client, out);
+        };
+        let owner = front.owner;
+        if matches!(front.req, Request::Query | Request::Sync) {
+            // A simple query, or the implicit commit at Sync, still ends in ReadyForQuery;
+            // a PREPARE in it did not happen.
+            if let Some(b) = front.extra.take()
+                && let Extra::Undo(u) = *b
+            {
+                out.undo.push(u);
+            }
+            return (owner, out);
+        }
+        // The failed request, then everything the server skips up to the next Sync.
+        while let Some(s) = self.slots.front() {
+            if s.req == Request::Sync {
+                return (owner, out);
+            }
+            if let Some(s) = self.slots.pop_front()
+                && let Some(b) = s.extra
+                && let Extra::Undo(u) = *b
+            {
+                out.undo.push(u);
+            }
+        }
+        self.error_skip = true;
+        (owner, out)
+    }
+
+    /// Records a ReadyForQuery; returns the owner of the request it ends.
     #[inline]
     pub fn ready_for_query(&mut self, status: u8) -> Owner {
         self.last_status = status;
-        self.segments.pop_front().unwrap_or(Owner::Client)
+        match self.slots.front() {
+            Some(s) if matches!(s.req, Request::Query | Request::Sync) => {
+                self.slots.pop_front().map_or(Owner::Client, |s| s.owner)
+            }
+            _ => Owner::Client,
+        }
     }
 
     /// Nothing owed and no extended exchange open.
     #[inline]
     pub fn is_idle(&self) -> bool {
-        self.segments.is_empty() && !self.unsynced
+        self.slots.is_empty() && !self.unsynced && !self.error_skip
     }
 
     /// Replies are still expected from the server.
     #[inline]
     pub fn awaiting_replies(&self) -> bool {
-        !self.segments.is_empty()
+        self.slots.iter().any(|s| s.req != Request::Fake)
     }
 
-    /// Whether a segment owned by the pooler is pending (its replies must be consumed).
+    /// Whether a request of the pooler's own is pending (its replies must be consumed).
     pub fn has_internal(&self) -> bool {
-        self.segments
+        self.slots
             .iter()
-            .any(|o| matches!(o, Owner::Internal(_)))
+            .any(|s| matches!(s.owner, Owner::Internal(_)))
     }
 
     /// Status of the last ReadyForQuery.
@@ -116,9 +315,5 @@ impl Tracker {
     #[inline]
     pub fn releasable(&self) -> bool {
         self.is_idle() && self.last_status == b'I'
-    }
-
-    pub fn reset(&mut self) {
-        *self = Tracker::new();
     }
 }

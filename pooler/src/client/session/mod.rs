@@ -76,13 +76,14 @@ pub struct Session {
     pub(super) client: Conn,
     pub(super) params: ClientParams,
     pub(super) creds: Credentials,
-    client_pass: u32,
+    flow: forward::ClientFlow,
+    /// This client's named prepared statements (transaction and statement mode).
+    statements: super::prepared::ClientStatements,
     server: Option<ServerConn>,
     published: bool,
     phase: Phase,
     state: ClientState,
     end: Option<String>,
-    copy_in: bool,
     timer: Option<(Instant, Timer)>,
     cleanup: Cleanup,
     /// When the request being answered / the transaction in progress / the wait began.
@@ -135,13 +136,13 @@ impl Session {
             client,
             params,
             creds,
-            client_pass: 0,
+            flow: forward::ClientFlow::default(),
+            statements: Default::default(),
             server: None,
             published: false,
             phase: Phase::Idle,
             state: ClientState::Alive,
             end: None,
-            copy_in: false,
             timer: None,
             cleanup: Cleanup::default(),
             query_start: None,
@@ -282,6 +283,12 @@ impl Session {
     }
 
     /// Forwards what the client sent, or asks for a server when a message is waiting.
+    /// Named prepared statements are the pooler's business in transaction and statement
+    /// mode (in session mode they live on the client's own server).
+    pub(super) fn tracks_statements(&self) -> bool {
+        self.mode != PoolMode::Session && self.cfg.pooler.max_prepared_statements > 0
+    }
+
     fn pump_client(&mut self) -> bool {
         if self.state != ClientState::Alive || self.client.rbuf.is_empty() || self.checking {
             return false;
@@ -303,14 +310,24 @@ impl Session {
             }
         }
         let before = self.client.rbuf.len();
+        let prepared = self.tracks_statements().then(|| forward::Prepared {
+            statements: &mut self.statements,
+            server_cap: self.cfg.pooler.max_prepared_statements as usize,
+            client_cap: self.cfg.pooler.max_client_prepared_statements as usize,
+            stats: &self.shared.stats,
+        });
         let scan = forward::client_to_server(
             &mut self.client.rbuf,
-            &mut self.client_pass,
+            &mut self.flow,
             self.server.as_mut(),
             max,
             HIGH_WATER,
-            &mut self.copy_in,
+            prepared,
         );
+        if let Some(s) = self.server.as_mut() {
+            // Replies the pooler made up with nothing owed before them go out now.
+            forward::emit_fakes(s, Some(&mut self.client.wbuf));
+        }
         let moved_bytes = before - self.client.rbuf.len();
         let moved = moved_bytes != 0;
         if moved {
@@ -355,7 +372,9 @@ impl Session {
         let st = &self.shared.stats;
         st.server_assignments.add(1);
         if let Some(t) = self.wait_start.take() {
-            st.wait_time.add(t.elapsed().as_micros() as u64);
+            let waited = t.elapsed().as_micros() as u64;
+            st.wait_time.add(waited);
+            self.pool.record_wait(waited);
         }
         self.shared
             .state
@@ -364,6 +383,12 @@ impl Session {
             .server
             .store(sv.info.id, std::sync::atomic::Ordering::Relaxed);
         sv.info.shared.set_client(self.shared.id);
+        let epoch = self.pool.statements_epoch();
+        if sv.info.prepared.epoch != epoch {
+            // Another server met a schema change since this one last prepared anything.
+            sv.info.prepared.mark_stale();
+            sv.info.prepared.epoch = epoch;
+        }
         if let Some(sql) = self.params.sync(&mut sv.info) {
             sv.send_internal(&sql, Internal::SetParams);
         }

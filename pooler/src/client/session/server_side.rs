@@ -60,6 +60,7 @@ impl Session {
             let cfg = self.cfg.clone();
             move |n: &str| crate::client::startup::tracked_name(&cfg.pooler, n)
         };
+        let tracks = self.tracks_statements();
         let Some(s) = self.server.as_mut() else {
             return false;
         };
@@ -72,8 +73,9 @@ impl Session {
             &mut self.params,
             &tracked,
             HIGH_WATER,
-            &mut self.copy_in,
+            &mut self.flow.copy_in,
             self.mode == PoolMode::Statement,
+            tracks.then_some(&mut self.statements),
         );
         let moved = s.conn.rbuf.len() != before;
         if self.checking && !s.tracker.has_internal() {
@@ -85,6 +87,12 @@ impl Session {
         }
         if scan.client_ready > 0 {
             self.count_replies(&scan);
+        }
+        if scan.stale_plans {
+            self.pool.bump_statements_epoch();
+            if let Some(s) = self.server.as_mut() {
+                s.info.prepared.epoch = self.pool.statements_epoch();
+            }
         }
         if let Some(name) = &scan.application_name
             && let Ok(mut a) = self.shared.application_name.lock()
@@ -188,7 +196,7 @@ impl Session {
             drop(s);
             self.pool.server_closed();
         }
-        self.client_pass = 0;
+        self.flow.pass = 0;
         self.cleanup = Cleanup::default();
     }
 
@@ -201,14 +209,14 @@ impl Session {
         let Some(s) = self.server.as_mut() else {
             return false;
         };
-        if self.client_pass > 0 || s.conn.is_eof() {
+        if self.flow.pass > 0 || s.conn.is_eof() {
             // Half a message reached the server: its stream cannot be resumed.
             self.drop_server();
             return true;
         }
         let s = self.server.as_mut().expect("checked");
         let c = &mut self.cleanup;
-        if self.copy_in && !c.copy_failed {
+        if self.flow.copy_in && !c.copy_failed {
             c.copy_failed = true;
             let mut b = bytes::BytesMut::new();
             let _ = postgres_protocol::message::frontend::copy_fail("client disconnected", &mut b);
@@ -234,7 +242,8 @@ impl Session {
                 let mut b = bytes::BytesMut::new();
                 postgres_protocol::message::frontend::sync(&mut b);
                 s.conn.wbuf.extend_from_slice(&b);
-                s.tracker.client_message(crate::proto::frontend::tag::SYNC);
+                s.tracker
+                    .client_message(crate::proto::frontend::tag::SYNC, 0);
                 return true;
             }
             return false;
@@ -274,7 +283,7 @@ impl Session {
             && s.conn.send_idle()
             && s.conn.rbuf.is_empty()
             && s.pass_remaining == 0
-            && self.client_pass == 0;
+            && self.flow.pass == 0;
         if !clean {
             return false;
         }

@@ -293,9 +293,6 @@ fn unsupported_reason(key: &str) -> &'static str {
             "hba, ident and LDAP authentication are not implemented"
         }
         "peer_id" => "peering between PgBouncer processes is not implemented",
-        "max_prepared_statements" => {
-            "prepared statements are not tracked across server connections"
-        }
         k if k.contains("tls") => "TLS is not implemented",
         k if k.contains("client_connections") => "client connection limits are not implemented",
         _ => "PgBouncer setting not implemented by this pooler",

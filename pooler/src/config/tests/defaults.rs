@@ -8,7 +8,7 @@ use super::{parse, pooler};
 /// Rows of SHOW CONFIG (key, default) of PgBouncer 1.25.2 for the keys we support, copied from
 /// shared/docs/pgbouncer-console.md (beside the checkout). Two rows are garbled there by commas inside values
 /// (admin_users, auth_query); admin_users' real default is empty, as PgBouncer documents.
-const PGBOUNCER_DEFAULTS: [(&str, &str); 46] = [
+const PGBOUNCER_DEFAULTS: [(&str, &str); 47] = [
     ("admin_users", ""),
     ("application_name_add_host", "0"),
     ("auth_file", ""),
@@ -28,6 +28,7 @@ const PGBOUNCER_DEFAULTS: [(&str, &str); 46] = [
     ("max_client_conn", "100"),
     ("max_db_connections", "0"),
     ("max_packet_size", "2147483647"),
+    ("max_prepared_statements", "200"),
     ("max_user_connections", "0"),
     ("min_pool_size", "0"),
     ("pkt_buf", "4096"),
@@ -94,6 +95,7 @@ fn render(g: &General, key: &str) -> Option<String> {
         "max_client_conn" => g.max_client_conn.to_string(),
         "max_db_connections" => g.max_db_connections.to_string(),
         "max_packet_size" => g.max_packet_size.to_string(),
+        "max_prepared_statements" => g.max_prepared_statements.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
         "min_pool_size" => g.min_pool_size.to_string(),
         "pkt_buf" => g.pkt_buf.to_string(),
@@ -169,7 +171,16 @@ fn defaults_match_the_recorded_show_config_when_available() {
 
 #[test]
 fn every_supported_key_is_compared_or_ours() {
-    let ours = ["workers", "io_backend", "log_level"];
+    let ours = [
+        "workers",
+        "io_backend",
+        "log_level",
+        "metrics_addr",
+        "ebpf",
+        "ebpf_rtt_samples",
+        "ebpf_pin_path",
+        "max_client_prepared_statements",
+    ];
     for key in super::super::general::GENERAL_KEYS {
         assert!(
             ours.contains(&key) || PGBOUNCER_DEFAULTS.iter().any(|(k, _)| *k == key),
