@@ -202,9 +202,9 @@ async fn tokio_postgres_unnamed_statements_and_simple_queries() {
 
 /// tokio-postgres' `query` prepares a named statement (s0, s1, ...) in one exchange and
 /// uses it in the next; in transaction mode the next exchange may land on another server,
-/// or two clients may create the same name on one server.
+/// or two clients may create the same name on one server: the pooler's statement tracking
+/// (max_prepared_statements) must make that invisible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "named prepared statements across transactions are a later feature (see report)"]
 async fn tokio_postgres_named_statements_across_transactions() {
     const DB: &str = "extended_tokio_named";
     let pooler = tokio::task::spawn_blocking(|| start(DB, 2)).await.unwrap();

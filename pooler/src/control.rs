@@ -297,7 +297,7 @@ impl App {
 
     /// SUSPEND: flush and stop all traffic (for an online restart).
     pub fn suspend(&self) -> Result<(), String> {
-        Err("SUSPEND is not implemented yet".into())
+        Err("SUSPEND is not supported: the pooler cannot hand its sockets to a new process; use so_reuseport for rolling restarts".into())
     }
 }
 

@@ -176,6 +176,7 @@ fn value(cfg: &Config, key: &str) -> Option<String> {
         "max_client_conn" => g.max_client_conn.to_string(),
         "max_db_connections" => g.max_db_connections.to_string(),
         "max_packet_size" => g.max_packet_size.to_string(),
+        "max_prepared_statements" => g.max_prepared_statements.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
         "metrics_addr" => g.metrics_addr.clone(),
         "min_pool_size" => g.min_pool_size.to_string(),

@@ -108,6 +108,7 @@ mod tests {
             local_port: 0,
             state: ServerState::Used,
             client: 0,
+            prepared: 0,
         });
         snap.pools.push(p);
         let mut waiting = client(7, "app", "bob", true);

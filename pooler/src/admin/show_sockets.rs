@@ -126,6 +126,7 @@ fn client_row(snap: &Snapshot, c: &ClientSnap, state: &str) -> SocketRow {
             String::new()
         },
         application_name: c.application_name.clone(),
+        prepared_statements: c.prepared as i64,
         id: c.id as i64,
         ..Default::default()
     }
@@ -151,6 +152,7 @@ fn server_row(p: &PoolSnap, s: &ServerSnap, state: &str) -> SocketRow {
             String::new()
         },
         remote_pid: s.pid as i64,
+        prepared_statements: s.prepared as i64,
         id: s.id as i64,
         ..Default::default()
     }
@@ -295,6 +297,7 @@ mod tests {
                 local_port: 50000,
                 state,
                 client,
+                prepared: 2,
             });
         }
         snap.pools.push(p);

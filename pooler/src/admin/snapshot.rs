@@ -31,6 +31,7 @@ pub struct ServerSnap {
     pub state: ServerState,
     /// Linked client id (0 = none).
     pub client: u64,
+    pub prepared: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +67,7 @@ pub struct ClientSnap {
     pub stats: TrafficValues,
     /// (database, user) of its pool; None for console clients.
     pub pool: Option<(String, String)>,
+    pub prepared: u64,
 }
 
 impl ClientSnap {
@@ -118,6 +120,7 @@ impl Snapshot {
                             local_port,
                             state: s.state.server(),
                             client: s.client.load(Ordering::Relaxed),
+                            prepared: s.prepared.load(Ordering::Relaxed),
                         }
                     })
                     .collect();
@@ -159,6 +162,7 @@ impl Snapshot {
                     .unwrap_or_default(),
                 stats: c.stats.values(),
                 pool: c.pool.get().map(|p| (p.key.db.clone(), p.key.user.clone())),
+                prepared: c.prepared.load(Ordering::Relaxed),
             })
             .collect();
         let (paused_all, paused, disabled) = {

@@ -56,5 +56,6 @@ pub fn client(id: u64, db: &str, user: &str, pool: bool) -> ClientSnap {
         application_name: String::new(),
         stats: Default::default(),
         pool: pool.then(|| (db.to_string(), user.to_string())),
+        prepared: 0,
     }
 }

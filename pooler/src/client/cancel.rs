@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::BytesMut;
 
-use crate::{app::App, net, pool::Pool};
+use crate::{app::App, client::registry::ClientShared, net, pool::Pool};
 
 /// How long delivering a cancel to PostgreSQL may take (PgBouncer's cancel_wait_timeout).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,11 +56,15 @@ pub async fn send(pool: &Pool, pid: i32, secret: i32) -> std::io::Result<()> {
 }
 
 /// Cancels whatever a server is running, in the background (used when its client left).
-pub fn spawn_server_cancel(pool: Arc<Pool>, pid: i32, secret: i32) {
+/// Counted as a cancel in flight for `client`, so its server is not given to anyone else
+/// before the cancel has landed (it would hit the next client's query otherwise).
+pub fn spawn_server_cancel(pool: Arc<Pool>, client: Arc<ClientShared>, pid: i32, secret: i32) {
+    client.cancel_started();
     compio::runtime::spawn(async move {
         if let Err(e) = send(&pool, pid, secret).await {
             tracing::debug!("cancel for an abandoned query failed: {e}");
         }
+        client.cancel_done();
     })
     .detach();
 }

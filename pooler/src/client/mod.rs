@@ -6,6 +6,7 @@ mod forward;
 mod login;
 mod params;
 mod prepared;
+pub use prepared::Replay;
 pub mod registry;
 mod session;
 mod startup;

@@ -7,6 +7,9 @@ use crate::pool::ServerInfo;
 pub struct ClientParams {
     /// Canonical name, value.
     values: Vec<(String, String)>,
+    /// Hash of `values`, never 0; recomputed when a value changes (rare), compared with
+    /// the server's `synced` at every link (often).
+    fingerprint: u64,
 }
 
 impl ClientParams {
@@ -42,9 +45,14 @@ impl ClientParams {
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
+            Some(slot) if slot.1 == value => return,
             Some(slot) => slot.1 = value.to_string(),
             None => self.values.push((name.to_string(), value.to_string())),
         }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.values.hash(&mut h);
+        self.fingerprint = h.finish().max(1);
     }
 
     /// The greeting for this client: the server's parameters with the client's own values
@@ -60,6 +68,9 @@ impl ClientParams {
     /// the server already matches. Applies the values to `server` (they take effect with
     /// the statements, which run before anything of the client's).
     pub fn sync(&self, server: &mut ServerInfo) -> Option<String> {
+        if self.fingerprint != 0 && server.synced == self.fingerprint {
+            return None;
+        }
         let mut sql = String::new();
         for (name, value) in &self.values {
             if server.param(name) == Some(value.as_str()) {
@@ -72,6 +83,7 @@ impl ClientParams {
             sql.push(';');
             server.set_param(name, value);
         }
+        server.synced = self.fingerprint;
         (!sql.is_empty()).then_some(sql)
     }
 }

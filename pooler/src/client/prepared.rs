@@ -82,6 +82,14 @@ impl ClientStatements {
         }
     }
 
+    /// The client's name for the statement `server_name` (for error messages).
+    pub fn client_name_of(&self, server_name: &str) -> Option<&str> {
+        self.map
+            .iter()
+            .find(|(_, s)| s.server_name == server_name)
+            .map(|(n, _)| n.as_str())
+    }
+
     pub fn remove(&mut self, name: &str) -> bool {
         self.map.remove(name).is_some()
     }
@@ -94,6 +102,28 @@ impl ClientStatements {
         self.map.len()
     }
 }
+
+/// A batch kept for one retry: after a schema change, a server's cached plan of a shared
+/// statement fails with "cached plan must not change result type". When the batch began
+/// with a Bind of that statement, outside a transaction block and with nothing else in
+/// flight, nothing of it has happened yet when the error comes: the pooler prepares the
+/// statement again and sends the batch once more, and the client never sees the error.
+#[derive(Debug)]
+pub struct Replay {
+    /// The statement whose Bind starts the batch.
+    pub stmt: Arc<Statement>,
+    /// Everything written to the server from that Bind on, up to the batch's Sync.
+    pub bytes: bytes::BytesMut,
+    /// The tracker slots of those bytes.
+    pub slots: Vec<crate::proto::tracker::Slot>,
+    /// Where the batch starts in the server's send queue, within the current call.
+    pub from: Option<usize>,
+    /// The Sync is in: the batch is whole.
+    pub complete: bool,
+}
+
+/// Batches larger than this are not kept for a retry.
+pub const REPLAY_MAX: usize = 64 * 1024;
 
 /// A simple query the pooler handles itself or rewrites.
 #[derive(Debug, PartialEq, Eq)]

@@ -60,6 +60,8 @@ pub struct ClientShared {
     /// the epoch).
     pub wait_since: AtomicU64,
     pub request_time: AtomicU64,
+    /// Named prepared statements it holds (SHOW CLIENTS prepared_statements).
+    pub prepared: AtomicU64,
     /// Our BackendKeyData for this client.
     pub pid: i32,
     pub secret: i32,
@@ -70,6 +72,8 @@ pub struct ClientShared {
     wait_cancelled: AtomicBool,
     /// Set by KILL/KILL_CLIENT: the session ends with this reason.
     killed: Mutex<Option<String>>,
+    /// Whether `killed` holds a reason: checked on every poll without taking the lock.
+    kill_flag: AtomicBool,
     waker: AtomicWaker,
     pub pool: OnceLock<Arc<Pool>>,
 }
@@ -111,6 +115,11 @@ impl ClientShared {
         Some(((v >> 32) as u32 as i32, v as u32 as i32))
     }
 
+    /// A cancel the session itself sends (its client left mid-query) is in flight.
+    pub fn cancel_started(&self) {
+        self.cancels_in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn cancel_done(&self) {
         self.cancels_in_flight.fetch_sub(1, Ordering::SeqCst);
         self.waker.wake();
@@ -133,10 +142,14 @@ impl ClientShared {
         {
             *k = Some(reason.to_string());
         }
+        self.kill_flag.store(true, Ordering::SeqCst);
         self.waker.wake();
     }
 
     pub fn take_killed(&self) -> Option<String> {
+        if !self.kill_flag.swap(false, Ordering::SeqCst) {
+            return None;
+        }
         self.killed.lock().ok().and_then(|mut k| k.take())
     }
 }
@@ -237,12 +250,14 @@ impl ClientRegistry {
                 server: AtomicU64::new(0),
                 wait_since: AtomicU64::new(0),
                 request_time: AtomicU64::new(info.connect_time),
+                prepared: AtomicU64::new(0),
                 pid,
                 secret,
                 linked: AtomicU64::new(0),
                 cancels_in_flight: AtomicU32::new(0),
                 wait_cancelled: AtomicBool::new(false),
                 killed: Mutex::new(None),
+                kill_flag: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 pool: OnceLock::new(),
             });

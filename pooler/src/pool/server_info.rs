@@ -35,6 +35,8 @@ pub struct ServerShared {
     pub generation: AtomicU64,
     /// SO_COOKIE of the server socket (the key of eBPF per-connection maps).
     pub cookie: AtomicU64,
+    /// Prepared statements it holds (SHOW SERVERS prepared_statements).
+    pub prepared: AtomicU64,
 }
 
 impl ServerShared {
@@ -50,6 +52,7 @@ impl ServerShared {
             request_time: AtomicU64::new(now),
             generation: AtomicU64::new(0),
             cookie: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
         };
         s.state.set_server(ServerState::Login);
         Arc::new(s)
@@ -81,6 +84,10 @@ pub struct ServerInfo {
     pub generation: u64,
     /// Prepared statements it holds under the pooler's names.
     pub prepared: super::statements::ServerStatements,
+    /// Fingerprint of the client parameters last brought in line on this server, while
+    /// none of its parameters changed since (0 = none): a client with the same
+    /// fingerprint needs no comparison at all.
+    pub synced: u64,
 }
 
 impl ServerInfo {
@@ -98,6 +105,7 @@ impl ServerInfo {
             last_used: now,
             generation: 0,
             prepared: Default::default(),
+            synced: 0,
         }
     }
 
@@ -114,9 +122,11 @@ impl ServerInfo {
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
+            Some(slot) if slot.1 == value => return,
             Some(slot) => slot.1 = value.to_string(),
             None => self.params.push((name.to_string(), value.to_string())),
         }
+        self.synced = 0;
     }
 }
 

@@ -73,6 +73,12 @@ pub enum Extra {
     Undo(ParseUndo),
     /// Complete backend messages to emit to the client in this slot's place.
     Fake(Vec<u8>),
+    /// The first request of a batch the pooler can replay (see `client::Replay`).
+    ReplayStart,
+    /// This request is sent to fail on purpose (so the server aborts the transaction and
+    /// skips to Sync exactly as for a real error); its ErrorResponse is replaced by this
+    /// one, the error PostgreSQL would have raised for what the client sent.
+    Replace(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +103,17 @@ impl Slot {
 pub struct ErrorOutcome {
     /// Registrations to undo: the failed Parse and the Parses the server skipped.
     pub undo: Vec<ParseUndo>,
+    /// The error to send the client instead of the server's (see `Extra::Replace`).
+    pub replace: Option<Vec<u8>>,
+    /// The failed request starts a batch the pooler kept for a replay.
+    pub replay_start: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Tracker {
     slots: VecDeque<Slot>,
+    /// Copies of the slots pushed while a replayable batch is being recorded.
+    recording: Option<Vec<Slot>>,
     /// Extended-protocol messages sent since the last Sync.
     unsynced: bool,
     /// The server reported an error in an extended exchange and skips to the next Sync,
@@ -121,6 +133,7 @@ impl Tracker {
     pub fn new() -> Self {
         Tracker {
             slots: VecDeque::new(),
+            recording: None,
             unsynced: false,
             error_skip: false,
             last_status: b'I',
@@ -140,10 +153,8 @@ impl Tracker {
             fe::DESCRIBE => Request::DescribePortal,
             fe::EXECUTE => Request::Execute,
             fe::CLOSE => Request::Close,
-            fe::FLUSH => {
-                self.unsynced = true;
-                return;
-            }
+            // Flush asks for pending output and changes no state (psycopg sends one after
+            // every Sync: it must not keep the server linked).
             _ => return,
         };
         self.push(Slot::new(req, Owner::Client));
@@ -161,7 +172,30 @@ impl Tracker {
             Request::Query => {}
             _ => self.unsynced = true,
         }
+        if let Some(r) = self.recording.as_mut() {
+            r.push(slot.clone());
+        }
         self.slots.push_back(slot);
+    }
+
+    /// Starts copying every slot pushed from now on (a replayable batch).
+    pub fn start_recording(&mut self) {
+        self.recording = Some(Vec::new());
+    }
+
+    /// Stops copying; returns what was recorded.
+    pub fn take_recording(&mut self) -> Option<Vec<Slot>> {
+        self.recording.take()
+    }
+
+    /// After an error: the ReadyForQuery of the Sync or simple query now at the front goes
+    /// to the pooler (a retry replaces what the client would have seen).
+    pub fn swallow_front_ready(&mut self) {
+        if let Some(s) = self.slots.front_mut()
+            && matches!(s.req, Request::Sync | Request::Query)
+        {
+            s.owner = Owner::Internal(Internal::Prepare);
+        }
     }
 
     /// Queues complete backend messages for the client, to be emitted in order.
@@ -170,6 +204,8 @@ impl Tracker {
             return;
         }
         self.unsynced = true;
+        // A made-up reply inside a batch cannot be replayed faithfully.
+        self.recording = None;
         self.slots.push_back(Slot {
             req: Request::Fake,
             owner: Owner::Client,
@@ -251,24 +287,29 @@ impl Tracker {
         if matches!(front.req, Request::Query | Request::Sync) {
             // A simple query, or the implicit commit at Sync, still ends in ReadyForQuery;
             // a PREPARE in it did not happen.
-            if let Some(b) = front.extra.take()
-                && let Extra::Undo(u) = *b
-            {
-                out.undo.push(u);
+            match front.extra.take().map(|b| *b) {
+                Some(Extra::Undo(u)) => out.undo.push(u),
+                Some(Extra::Replace(e)) => out.replace = Some(e),
+                Some(Extra::ReplayStart) => out.replay_start = true,
+                _ => {}
             }
             return (owner, out);
         }
         // The failed request, then everything the server skips up to the next Sync.
+        let mut first = true;
         while let Some(s) = self.slots.front() {
             if s.req == Request::Sync {
                 return (owner, out);
             }
-            if let Some(s) = self.slots.pop_front()
-                && let Some(b) = s.extra
-                && let Extra::Undo(u) = *b
-            {
-                out.undo.push(u);
+            if let Some(s) = self.slots.pop_front() {
+                match s.extra.map(|b| *b) {
+                    Some(Extra::Undo(u)) => out.undo.push(u),
+                    Some(Extra::Replace(e)) if first => out.replace = Some(e),
+                    Some(Extra::ReplayStart) if first => out.replay_start = true,
+                    _ => {}
+                }
             }
+            first = false;
         }
         self.error_skip = true;
         (owner, out)

@@ -71,6 +71,8 @@ pub struct ServerConn {
     pub pass_remaining: u32,
     /// Whether the message being passed through is forwarded (true) or swallowed.
     pub pass_forward: bool,
+    /// A batch kept for one retry after "cached plan must not change result type".
+    pub replay: Option<Box<crate::client::Replay>>,
 }
 
 impl ServerConn {
@@ -81,6 +83,7 @@ impl ServerConn {
             tracker: Tracker::new(),
             pass_remaining: 0,
             pass_forward: true,
+            replay: None,
         }
     }
 

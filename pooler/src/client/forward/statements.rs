@@ -1,9 +1,11 @@
 //! Rewriting a client's named-statement messages for the server it is on: Parse, Bind,
 //! Describe and Close of named statements (protocol level) and PREPARE / EXECUTE /
 //! DEALLOCATE (SQL level). Statements a server lacks are prepared on it first, in the same
-//! round trip; replies PostgreSQL would have sent but the server will not (the statement
-//! already existed there, a Close the pooler absorbed, an error the pooler raises itself)
-//! are made up and placed exactly where they belong (see `proto::tracker`).
+//! round trip. Replies PostgreSQL would have sent but the server will not (the statement
+//! already existed there, a Close the pooler absorbed) are made up and placed exactly
+//! where they belong (see `proto::tracker`). Errors are never made up out of thin air:
+//! the server is made to fail in the client's place, so a transaction block is aborted
+//! and the rest of a pipeline skipped exactly as for the real error.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -36,11 +38,14 @@ pub struct Prepared<'a> {
 pub enum Step {
     /// The message is not complete enough to decide.
     NeedMore,
-    /// Handled (forwarded rewritten, answered, or dropped).
+    /// Handled (forwarded rewritten, answered, or replaced).
     Consumed,
-    /// Not a named-statement message: forward it as is.
+    /// Not ours to rewrite: forward it as is.
     Forward,
 }
+
+/// A statement name no server ever has: requests naming it fail.
+const ABSENT: &str = "_pooler_absent_";
 
 pub fn step(
     rbuf: &mut BytesMut,
@@ -52,7 +57,7 @@ pub fn step(
     match h.tag {
         fe::PARSE => parse(rbuf, h, server, p, flow),
         fe::BIND => bind(rbuf, h, server, p, flow),
-        fe::DESCRIBE => describe(rbuf, h, server, p, flow),
+        fe::DESCRIBE => describe(rbuf, h, server, p),
         fe::CLOSE => close(rbuf, h, server, p),
         fe::QUERY => query(rbuf, h, server, p),
         _ => Step::Forward,
@@ -65,15 +70,48 @@ fn error_message(code: &str, msg: &str) -> Vec<u8> {
     b.to_vec()
 }
 
-fn not_found(name: &str) -> Vec<u8> {
+fn duplicate(name: &str) -> Vec<u8> {
     error_message(
-        sqlstate::INVALID_SQL_STATEMENT_NAME,
-        &format!("prepared statement \"{name}\" does not exist"),
+        sqlstate::DUPLICATE_PREPARED_STATEMENT,
+        &format!("prepared statement \"{name}\" already exists"),
     )
 }
 
-/// Answers an extended-protocol message with an error of our own and, like PostgreSQL
-/// after an error, drops the client's messages up to its Sync.
+fn too_many(cap: usize) -> Vec<u8> {
+    error_message(
+        sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+        &format!(
+            "too many prepared statements for this client (max_client_prepared_statements = {cap}); DEALLOCATE some"
+        ),
+    )
+}
+
+fn close_message(buf: &mut BytesMut, name: &str) {
+    backend::message(buf, fe::CLOSE, |b| {
+        b.put_u8(b'S');
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+fn write_parse(buf: &mut BytesMut, name: &str, body: &[u8]) {
+    backend::message(buf, fe::PARSE, |b| {
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_slice(body);
+    });
+}
+
+fn write_query(buf: &mut BytesMut, sql: &str) {
+    backend::message(buf, fe::QUERY, |b| {
+        b.put_slice(sql.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+/// Refuses an extended-protocol message with the error PostgreSQL would raise: the server
+/// fails a Bind of a statement that does not exist in its place, and the client sees our
+/// error instead of that one.
 fn refuse(
     rbuf: &mut BytesMut,
     h: Header,
@@ -81,15 +119,70 @@ fn refuse(
     flow: &mut ClientFlow,
     error: Vec<u8>,
 ) -> Step {
-    server.tracker.push_fake(error);
-    flow.dropping = true;
+    backend::message(&mut server.conn.wbuf, fe::BIND, |b| {
+        b.put_u8(0); // unnamed portal
+        b.put_slice(ABSENT.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0); // no parameter formats
+        b.put_i16(0); // no parameters
+        b.put_i16(0); // no result formats
+    });
+    server.tracker.push(Slot {
+        req: Request::Bind,
+        owner: Owner::Client,
+        extra: Some(Box::new(Extra::Replace(error))),
+    });
     skip(rbuf, h, flow);
     Step::Consumed
 }
 
-/// Makes sure `server` has `stmt`, preparing it (and closing the least recently used
-/// statement beyond the cap) ahead of whatever is written next. `before_query`: what
-/// follows is a simple query, so an extended exchange opened here is closed with a Sync.
+/// The simple-query counterpart of `refuse`.
+fn refuse_query(server: &mut ServerConn, error: Vec<u8>) {
+    write_query(
+        &mut server.conn.wbuf,
+        &format!("EXECUTE {}", quote_ident(ABSENT)),
+    );
+    server.tracker.push(Slot {
+        req: Request::Query,
+        owner: Owner::Client,
+        extra: Some(Box::new(Extra::Replace(error))),
+    });
+}
+
+/// A Sync whose ReadyForQuery answers a simple query the pooler handled itself (it
+/// carries the server's real transaction status).
+fn ready_via_sync(server: &mut ServerConn) {
+    backend::message(&mut server.conn.wbuf, fe::SYNC, |_| {});
+    server.tracker.push(Slot::new(Request::Sync, Owner::Client));
+}
+
+/// After "cached plan must not change result type", closes every statement of the server
+/// so each is prepared again, with a fresh plan, when next used.
+fn close_stale(server: &mut ServerConn) {
+    for victim in server.info.prepared.take_stale() {
+        close_message(&mut server.conn.wbuf, &victim);
+        server.tracker.push(Slot::new(
+            Request::Close,
+            Owner::Internal(Internal::Prepare),
+        ));
+    }
+}
+
+/// Records `name` as prepared on the server, closing the least recently used statement
+/// beyond the cap first.
+fn make_room(server: &mut ServerConn, name: &str, cap: usize) {
+    if let Some(victim) = server.info.prepared.insert(name, cap) {
+        close_message(&mut server.conn.wbuf, &victim);
+        server.tracker.push(Slot::new(
+            Request::Close,
+            Owner::Internal(Internal::Prepare),
+        ));
+    }
+}
+
+/// Makes sure `server` has `stmt`, preparing it ahead of whatever is written next.
+/// `before_query`: what follows is a simple query, so an extended exchange opened here is
+/// closed with a Sync of its own.
 fn ensure(server: &mut ServerConn, stmt: &Statement, p: &Prepared<'_>, before_query: bool) {
     close_stale(server);
     let name = &stmt.server_name;
@@ -97,17 +190,7 @@ fn ensure(server: &mut ServerConn, stmt: &Statement, p: &Prepared<'_>, before_qu
         return;
     }
     let was_unsynced = server.tracker.unsynced();
-    if let Some(victim) = server.info.prepared.insert(name, p.server_cap) {
-        backend::message(&mut server.conn.wbuf, fe::CLOSE, |b| {
-            b.put_u8(b'S');
-            b.put_slice(victim.as_bytes());
-            b.put_u8(0);
-        });
-        server.tracker.push(Slot::new(
-            Request::Close,
-            Owner::Internal(Internal::Prepare),
-        ));
-    }
+    make_room(server, name, p.server_cap);
     let undo = Some(Box::new(Extra::Undo(ParseUndo {
         server_name: name.clone(),
         client_name: None,
@@ -142,44 +225,6 @@ fn ensure(server: &mut ServerConn, stmt: &Statement, p: &Prepared<'_>, before_qu
     p.stats.server_parses.add(1);
 }
 
-/// After "cached plan must not change result type", closes every statement of the server
-/// so each is prepared again, with a fresh plan, when next used.
-fn close_stale(server: &mut ServerConn) {
-    for victim in server.info.prepared.take_stale() {
-        backend::message(&mut server.conn.wbuf, fe::CLOSE, |b| {
-            b.put_u8(b'S');
-            b.put_slice(victim.as_bytes());
-            b.put_u8(0);
-        });
-        server.tracker.push(Slot::new(
-            Request::Close,
-            Owner::Internal(Internal::Prepare),
-        ));
-    }
-}
-
-fn write_parse(buf: &mut BytesMut, name: &str, body: &[u8]) {
-    backend::message(buf, fe::PARSE, |b| {
-        b.put_slice(name.as_bytes());
-        b.put_u8(0);
-        b.put_slice(body);
-    });
-}
-
-fn write_query(buf: &mut BytesMut, sql: &str) {
-    backend::message(buf, fe::QUERY, |b| {
-        b.put_slice(sql.as_bytes());
-        b.put_u8(0);
-    });
-}
-
-/// A Sync whose ReadyForQuery answers a simple query the pooler handled itself (it
-/// carries the server's real transaction status).
-fn ready_via_sync(server: &mut ServerConn) {
-    backend::message(&mut server.conn.wbuf, fe::SYNC, |_| {});
-    server.tracker.push(Slot::new(Request::Sync, Owner::Client));
-}
-
 fn parse(
     rbuf: &mut BytesMut,
     h: Header,
@@ -201,21 +246,21 @@ fn parse(
     }
     let name = String::from_utf8_lossy(name).into_owned();
     if p.statements.contains(&name) {
-        let e = error_message(
-            sqlstate::DUPLICATE_PREPARED_STATEMENT,
-            &format!("prepared statement \"{name}\" already exists"),
-        );
-        return refuse(rbuf, h, server, flow, e);
+        return refuse(rbuf, h, server, flow, duplicate(&name));
     }
     if p.statements.len() >= p.client_cap {
-        let e = error_message(
-            sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
-            &format!(
-                "too many prepared statements for this client (max_client_prepared_statements = {}); DEALLOCATE some",
-                p.client_cap
-            ),
-        );
-        return refuse(rbuf, h, server, flow, e);
+        return refuse(rbuf, h, server, flow, too_many(p.client_cap));
+    }
+    if server.tracker.status() == b'E' {
+        // In an aborted transaction PostgreSQL refuses the Parse and keeps no name: let
+        // the server say so, under a name it does not hold (its own could fail for
+        // another reason).
+        write_parse(&mut server.conn.wbuf, ABSENT, &body[pos..]);
+        server
+            .tracker
+            .push(Slot::new(Request::Parse, Owner::Client));
+        rbuf.advance(h.total());
+        return Step::Consumed;
     }
     let stmt = Statement::new(Prepare::Parse(body[pos..].to_vec()));
     p.statements.insert(&name, stmt.clone());
@@ -224,18 +269,9 @@ fn parse(
     if server.info.prepared.touch(sname) {
         server.tracker.push_fake(b"1\0\0\0\x04".to_vec());
     } else {
-        if let Some(victim) = server.info.prepared.insert(sname, p.server_cap) {
-            backend::message(&mut server.conn.wbuf, fe::CLOSE, |b| {
-                b.put_u8(b'S');
-                b.put_slice(victim.as_bytes());
-                b.put_u8(0);
-            });
-            server.tracker.push(Slot::new(
-                Request::Close,
-                Owner::Internal(Internal::Prepare),
-            ));
-        }
+        make_room(server, sname, p.server_cap);
         write_parse(&mut server.conn.wbuf, sname, &body[pos..]);
+        // A Parse the server refuses leaves no name behind (the undo removes it).
         server.tracker.push(Slot {
             req: Request::Parse,
             owner: Owner::Client,
@@ -280,9 +316,29 @@ fn bind(
     let body = &rbuf[frame::HEADER_LEN..];
     let name = String::from_utf8_lossy(&body[portal_end + 1..name_end]).into_owned();
     let Some(stmt) = p.statements.get(&name).cloned() else {
-        return refuse(rbuf, h, server, flow, not_found(&name));
+        // PostgreSQL itself answers an unknown name, with the client's name in the error.
+        return Step::Forward;
     };
+    let before = server.conn.wbuf.len();
     ensure(server, &stmt, p, false);
+    // A statement that was already there (its plan possibly stale) opening a batch, with
+    // nothing in flight and no transaction block: keep the batch for one retry.
+    let replayable = server.conn.wbuf.len() == before
+        && server.tracker.status() == b'I'
+        && !server.tracker.awaiting_replies()
+        && !server.tracker.has_internal();
+    if replayable {
+        server.replay = Some(Box::new(crate::client::Replay {
+            stmt: stmt.clone(),
+            bytes: BytesMut::new(),
+            slots: Vec::new(),
+            from: Some(before),
+            complete: false,
+        }));
+        server.tracker.start_recording();
+    } else if server.replay.as_ref().is_some_and(|r| r.complete) {
+        server.replay = None;
+    }
     let portal = &rbuf[frame::HEADER_LEN..frame::HEADER_LEN + portal_end + 1];
     let rest = h.len as usize - (name_end + 1);
     let new_len = 4 + portal.len() + stmt.server_name.len() + 1 + rest;
@@ -292,7 +348,11 @@ fn bind(
     out.put_slice(portal);
     out.put_slice(stmt.server_name.as_bytes());
     out.put_u8(0);
-    server.tracker.push(Slot::new(Request::Bind, Owner::Client));
+    server.tracker.push(Slot {
+        req: Request::Bind,
+        owner: Owner::Client,
+        extra: replayable.then(|| Box::new(Extra::ReplayStart)),
+    });
     // The parameters stream through like any body.
     rbuf.advance(frame::HEADER_LEN + name_end + 1);
     flow.pass = rest as u32;
@@ -300,30 +360,26 @@ fn bind(
     Step::Consumed
 }
 
-fn describe(
-    rbuf: &mut BytesMut,
-    h: Header,
-    server: &mut ServerConn,
-    p: &mut Prepared<'_>,
-    flow: &mut ClientFlow,
-) -> Step {
+/// The client's statement name of a Describe or Close of a statement ('S'), if named.
+fn statement_name(rbuf: &[u8], h: Header) -> Option<String> {
+    let body = &rbuf[frame::HEADER_LEN..h.total()];
+    if body.first() != Some(&b'S') {
+        return None;
+    }
+    let mut pos = 1;
+    let name = read_cstr(body, &mut pos)?;
+    (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
+}
+
+fn describe(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepared<'_>) -> Step {
     if rbuf.len() < h.total() {
         return Step::NeedMore;
     }
-    let body = &rbuf[frame::HEADER_LEN..h.total()];
-    if body.first() != Some(&b'S') {
-        return Step::Forward;
-    }
-    let mut pos = 1;
-    let Some(name) = read_cstr(body, &mut pos) else {
+    let Some(name) = statement_name(rbuf, h) else {
         return Step::Forward;
     };
-    if name.is_empty() {
-        return Step::Forward;
-    }
-    let name = String::from_utf8_lossy(name).into_owned();
     let Some(stmt) = p.statements.get(&name).cloned() else {
-        return refuse(rbuf, h, server, flow, not_found(&name));
+        return Step::Forward;
     };
     ensure(server, &stmt, p, false);
     backend::message(&mut server.conn.wbuf, fe::DESCRIBE, |b| {
@@ -342,20 +398,11 @@ fn close(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
     if rbuf.len() < h.total() {
         return Step::NeedMore;
     }
-    let body = &rbuf[frame::HEADER_LEN..h.total()];
-    if body.first() != Some(&b'S') {
-        return Step::Forward;
-    }
-    let mut pos = 1;
-    let Some(name) = read_cstr(body, &mut pos) else {
+    let Some(name) = statement_name(rbuf, h) else {
         return Step::Forward;
     };
-    if name.is_empty() {
-        return Step::Forward;
-    }
     // The statement stays on the server for others; only the client's name goes.
     // Closing a name that does not exist is not an error in PostgreSQL either.
-    let name = String::from_utf8_lossy(name).into_owned();
     p.statements.remove(&name);
     server.tracker.push_fake(b"3\0\0\0\x04".to_vec());
     rbuf.advance(h.total());
@@ -370,6 +417,10 @@ fn query(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
     if rbuf.len() < h.total() {
         return Step::NeedMore;
     }
+    if server.tracker.status() == b'E' {
+        // An aborted transaction refuses all of these: the server says so itself.
+        return Step::Forward;
+    }
     let body = &rbuf[frame::HEADER_LEN..h.total()];
     let text = body.strip_suffix(&[0]).unwrap_or(body);
     let Ok(text) = std::str::from_utf8(text) else {
@@ -378,73 +429,99 @@ fn query(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
     let Some(cmd) = sql_command(text) else {
         return Step::Forward;
     };
-    let mut fake = BytesMut::new();
+    let mut done = BytesMut::new();
     match cmd {
         SqlCommand::Prepare { name, rest } => {
             if p.statements.contains(&name) {
-                fake.extend_from_slice(&error_message(
-                    sqlstate::DUPLICATE_PREPARED_STATEMENT,
-                    &format!("prepared statement \"{name}\" already exists"),
-                ));
-            } else {
-                p.stats.client_parses.add(1);
-                let stmt = Statement::new(Prepare::Sql(rest.clone()));
-                p.statements.insert(&name, stmt.clone());
-                let sname = stmt.server_name.clone();
-                if server.info.prepared.touch(&sname) {
-                    backend::command_complete(&mut fake, "PREPARE");
-                } else {
-                    if let Some(victim) = server.info.prepared.insert(&sname, p.server_cap) {
-                        write_query(
-                            &mut server.conn.wbuf,
-                            &format!("DEALLOCATE {}", quote_ident(&victim)),
-                        );
-                        server.tracker.internal_query(Internal::Prepare);
-                    }
-                    write_query(
-                        &mut server.conn.wbuf,
-                        &format!("PREPARE {} {rest}", quote_ident(&sname)),
-                    );
-                    server.tracker.push(Slot {
-                        req: Request::Query,
-                        owner: Owner::Client,
-                        extra: Some(Box::new(Extra::Undo(ParseUndo {
-                            server_name: sname,
-                            client_name: Some(name),
-                        }))),
-                    });
-                    p.stats.server_parses.add(1);
-                    rbuf.advance(h.total());
-                    return Step::Consumed;
-                }
-            }
-        }
-        SqlCommand::Execute { name, rest } => match p.statements.get(&name).cloned() {
-            Some(stmt) => {
-                ensure(server, &stmt, p, true);
-                let sql = format!("EXECUTE {} {rest}", quote_ident(&stmt.server_name));
-                write_query(&mut server.conn.wbuf, &sql);
-                server
-                    .tracker
-                    .push(Slot::new(Request::Query, Owner::Client));
+                refuse_query(server, duplicate(&name));
                 rbuf.advance(h.total());
                 return Step::Consumed;
             }
-            None => fake.extend_from_slice(&not_found(&name)),
-        },
-        SqlCommand::Deallocate(name) => {
-            if p.statements.remove(&name) {
-                backend::command_complete(&mut fake, "DEALLOCATE");
-            } else {
-                fake.extend_from_slice(&not_found(&name));
+            if p.statements.len() >= p.client_cap {
+                refuse_query(server, too_many(p.client_cap));
+                rbuf.advance(h.total());
+                return Step::Consumed;
             }
+            p.stats.client_parses.add(1);
+            let stmt = Statement::new(Prepare::Sql(rest.clone()));
+            p.statements.insert(&name, stmt.clone());
+            close_stale(server);
+            let sname = stmt.server_name.clone();
+            if server.info.prepared.touch(&sname) {
+                backend::command_complete(&mut done, "PREPARE");
+            } else {
+                make_room(server, &sname, p.server_cap);
+                if server.tracker.unsynced() {
+                    // make_room closed a statement with a protocol Close: end that
+                    // exchange before the simple query.
+                    backend::message(&mut server.conn.wbuf, fe::SYNC, |_| {});
+                    server
+                        .tracker
+                        .push(Slot::new(Request::Sync, Owner::Internal(Internal::Prepare)));
+                }
+                write_query(
+                    &mut server.conn.wbuf,
+                    &format!("PREPARE {} {rest}", quote_ident(&sname)),
+                );
+                server.tracker.push(Slot {
+                    req: Request::Query,
+                    owner: Owner::Client,
+                    extra: Some(Box::new(Extra::Undo(ParseUndo {
+                        server_name: sname,
+                        client_name: Some(name),
+                    }))),
+                });
+                p.stats.server_parses.add(1);
+                rbuf.advance(h.total());
+                return Step::Consumed;
+            }
+        }
+        SqlCommand::Execute { name, rest } => {
+            let Some(stmt) = p.statements.get(&name).cloned() else {
+                // The server raises "does not exist" with the client's name.
+                return Step::Forward;
+            };
+            let before = server.conn.wbuf.len();
+            ensure(server, &stmt, p, true);
+            // Kept for one retry, as for a Bind (see `client::Replay`).
+            let replayable = server.conn.wbuf.len() == before
+                && server.tracker.status() == b'I'
+                && !server.tracker.awaiting_replies()
+                && !server.tracker.has_internal();
+            let sql = format!("EXECUTE {} {rest}", quote_ident(&stmt.server_name));
+            let start = server.conn.wbuf.len();
+            write_query(&mut server.conn.wbuf, &sql);
+            let slot = Slot {
+                req: Request::Query,
+                owner: Owner::Client,
+                extra: replayable.then(|| Box::new(Extra::ReplayStart)),
+            };
+            server.replay = replayable.then(|| {
+                Box::new(crate::client::Replay {
+                    stmt: stmt.clone(),
+                    bytes: BytesMut::from(&server.conn.wbuf[start..]),
+                    slots: vec![slot.clone()],
+                    // Anything written after it in this call means more followed.
+                    from: Some(server.conn.wbuf.len()),
+                    complete: true,
+                })
+            });
+            server.tracker.push(slot);
+            rbuf.advance(h.total());
+            return Step::Consumed;
+        }
+        SqlCommand::Deallocate(name) => {
+            if !p.statements.remove(&name) {
+                return Step::Forward;
+            }
+            backend::command_complete(&mut done, "DEALLOCATE");
         }
         SqlCommand::DeallocateAll => {
             p.statements.clear();
-            backend::command_complete(&mut fake, "DEALLOCATE ALL");
+            backend::command_complete(&mut done, "DEALLOCATE ALL");
         }
     }
-    server.tracker.push_fake(fake.to_vec());
+    server.tracker.push_fake(done.to_vec());
     ready_via_sync(server);
     rbuf.advance(h.total());
     Step::Consumed
@@ -472,4 +549,72 @@ pub fn undo(
             st.undo(c, &u.server_name);
         }
     }
+}
+
+/// Retries a kept batch whose first Bind met a stale plan: the statement is closed and
+/// prepared again, and the batch sent once more; the failed attempt's error and
+/// ReadyForQuery are consumed, so the client sees only the retry's replies.
+pub fn retry(server: &mut ServerConn, r: crate::client::Replay, cap: usize) -> bool {
+    // Parses the failed attempt carried go again; they must fit without evicting a
+    // statement the batch may use.
+    let again = r
+        .slots
+        .iter()
+        .filter(|s| matches!(s.extra.as_deref(), Some(Extra::Undo(u)) if !server.info.prepared.contains(&u.server_name)))
+        .count();
+    if server.info.prepared.len() + again > cap {
+        return false;
+    }
+    server.tracker.swallow_front_ready();
+    let name = r.stmt.server_name.clone();
+    let undo = Some(Box::new(Extra::Undo(ParseUndo {
+        server_name: name.clone(),
+        client_name: None,
+    })));
+    match &r.stmt.how {
+        Prepare::Parse(body) => {
+            close_message(&mut server.conn.wbuf, &name);
+            server.tracker.push(Slot::new(
+                Request::Close,
+                Owner::Internal(Internal::Prepare),
+            ));
+            write_parse(&mut server.conn.wbuf, &name, body);
+            server.tracker.push(Slot {
+                req: Request::Parse,
+                owner: Owner::Internal(Internal::Prepare),
+                extra: undo,
+            });
+        }
+        Prepare::Sql(rest) => {
+            write_query(
+                &mut server.conn.wbuf,
+                &format!("DEALLOCATE {}", quote_ident(&name)),
+            );
+            server.tracker.internal_query(Internal::Prepare);
+            write_query(
+                &mut server.conn.wbuf,
+                &format!("PREPARE {} {rest}", quote_ident(&name)),
+            );
+            server.tracker.push(Slot {
+                req: Request::Query,
+                owner: Owner::Internal(Internal::Prepare),
+                extra: undo,
+            });
+        }
+    }
+    server.info.prepared.insert(&name, cap);
+    server.conn.wbuf.extend_from_slice(&r.bytes);
+    for mut s in r.slots {
+        match s.extra.as_deref() {
+            // The failed attempt undid the Parses it carried: they are sent again.
+            Some(Extra::Undo(u)) => {
+                server.info.prepared.insert(&u.server_name, cap);
+            }
+            // Once only.
+            Some(Extra::ReplayStart) => s.extra = None,
+            _ => {}
+        }
+        server.tracker.push(s);
+    }
+    true
 }

@@ -8,7 +8,7 @@ use super::statements;
 use crate::{
     client::{params::ClientParams, prepared::ClientStatements},
     proto::{
-        backend::tag as be,
+        backend::{self, tag as be},
         frame::{self, ErrorFields},
         tracker::{Internal, Owner},
     },
@@ -40,6 +40,55 @@ pub struct ServerScan {
     pub stale_plans: bool,
 }
 
+/// How the pooler's statement names start (see `prepared::Statement`).
+const PREFIX: &[u8] = b"_pooler_";
+
+/// Re-encodes an ErrorResponse body with every pooler statement name replaced by the
+/// client's name for it.
+fn rename_statements(body: &[u8], st: &ClientStatements) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    backend::message(&mut out, be::ERROR_RESPONSE, |b| {
+        let mut pos = 0;
+        while let Some(&code) = body.get(pos) {
+            if code == 0 {
+                break;
+            }
+            pos += 1;
+            let Some(value) = crate::proto::read_cstr(body, &mut pos) else {
+                break;
+            };
+            b.extend_from_slice(&[code]);
+            b.extend_from_slice(&rename_in(value, st));
+            b.extend_from_slice(&[0]);
+        }
+        b.extend_from_slice(&[0]);
+    });
+    out.to_vec()
+}
+
+fn rename_in(value: &[u8], st: &ClientStatements) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i..].starts_with(PREFIX) {
+            let end = value[i + PREFIX.len()..]
+                .iter()
+                .position(|b| !b.is_ascii_hexdigit())
+                .map_or(value.len(), |n| i + PREFIX.len() + n);
+            if let Ok(name) = std::str::from_utf8(&value[i..end])
+                && let Some(client) = st.client_name_of(name)
+            {
+                out.extend_from_slice(client.as_bytes());
+                i = end;
+                continue;
+            }
+        }
+        out.push(value[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Emits the made-up replies that have reached the front.
 pub fn emit_fakes(server: &mut ServerConn, mut out: Option<&mut bytes::BytesMut>) {
     while let Some(f) = server.tracker.take_fake() {
@@ -61,6 +110,7 @@ pub fn server_to_client(
     copy_in: &mut bool,
     statement_mode: bool,
     mut statements: Option<&mut ClientStatements>,
+    server_cap: usize,
 ) -> ServerScan {
     let mut scan = ServerScan::default();
     loop {
@@ -125,6 +175,10 @@ pub fn server_to_client(
             be::READY_FOR_QUERY => {
                 let status = body.first().copied().unwrap_or(b'I');
                 forward = server.tracker.ready_for_query(status) == Owner::Client;
+                if forward && server.replay.as_ref().is_some_and(|r| r.complete) {
+                    // The kept batch went through: no retry will be needed.
+                    server.replay = None;
+                }
                 *copy_in = false;
                 scan.ready = true;
                 if forward {
@@ -168,18 +222,34 @@ pub fn server_to_client(
                     rbuf.advance(total);
                     return scan;
                 }
-                if statements.is_some()
+                // Owned: the server is worked on below (errors are rare).
+                let body = body.to_vec();
+                let stale = statements.is_some()
                     && fields.code == "0A000"
                     && fields
                         .message
-                        .contains("cached plan must not change result type")
-                {
-                    // The statement is passed through once; from the next use on the
-                    // pooler's copies are prepared again with the new schema.
-                    server.info.prepared.mark_stale();
+                        .contains("cached plan must not change result type");
+                let (owner, mut outcome) = server.tracker.error();
+                if stale {
+                    // Every server of the pool prepares its statements again before using
+                    // them; this batch is retried at once if it was kept for that.
                     scan.stale_plans = true;
+                    let kept = if outcome.replay_start {
+                        server.replay.take().filter(|r| r.complete)
+                    } else {
+                        None
+                    };
+                    if let Some(r) = kept {
+                        let undo = std::mem::take(&mut outcome.undo);
+                        statements::undo(server, statements.as_deref_mut(), undo);
+                        if statements::retry(server, *r, server_cap) {
+                            let total = h.total();
+                            server.conn.rbuf.advance(total);
+                            continue;
+                        }
+                    }
+                    server.info.prepared.mark_stale();
                 }
-                let (owner, outcome) = server.tracker.error();
                 // A statement the pooler prepared for the client failed: the client must
                 // see why its request then did nothing.
                 forward = matches!(owner, Owner::Client | Owner::Internal(Internal::Prepare));
@@ -191,15 +261,26 @@ pub fn server_to_client(
                         fields.message
                     );
                 }
-                if !outcome.undo.is_empty() {
-                    let total = h.total();
-                    if forward && let Some(out) = client_out.as_deref_mut() {
-                        out.extend_from_slice(&server.conn.rbuf[..total]);
+                // What the client gets: the error the pooler stands in for, or the
+                // server's with the pooler's statement names turned back into the client's.
+                let replacement = outcome.replace.or_else(|| {
+                    let st = statements.as_deref()?;
+                    body.windows(PREFIX.len())
+                        .any(|w| w == PREFIX)
+                        .then(|| rename_statements(&body, st))
+                });
+                let total = h.total();
+                if forward && let Some(out) = client_out.as_deref_mut() {
+                    match &replacement {
+                        Some(r) => out.extend_from_slice(r),
+                        None => out.extend_from_slice(&server.conn.rbuf[..total]),
                     }
-                    server.conn.rbuf.advance(total);
-                    statements::undo(server, statements.as_deref_mut(), outcome.undo);
-                    continue;
                 }
+                server.conn.rbuf.advance(total);
+                if !outcome.undo.is_empty() {
+                    statements::undo(server, statements.as_deref_mut(), outcome.undo);
+                }
+                continue;
             }
         }
         let rbuf = &mut server.conn.rbuf;

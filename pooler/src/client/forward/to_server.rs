@@ -32,9 +32,6 @@ pub struct ClientFlow {
     pub pass: u32,
     /// The message being passed is dropped rather than forwarded.
     pub pass_drop: bool,
-    /// The pooler answered an extended-protocol message with an error itself: like
-    /// PostgreSQL, drop what follows until the client's Sync.
-    pub dropping: bool,
     /// Inside COPY FROM STDIN.
     pub copy_in: bool,
 }
@@ -48,7 +45,7 @@ pub fn client_to_server(
     server: Option<&mut ServerConn>,
     max_packet: u32,
     high_water: usize,
-    mut prepared: Option<Prepared<'_>>,
+    prepared: Option<Prepared<'_>>,
 ) -> ClientScan {
     let Some(server) = server else {
         if flow.pass > 0 {
@@ -65,6 +62,63 @@ pub fn client_to_server(
             Ok(Some(_)) => ClientScan::NeedServer,
         };
     };
+    let start = server.conn.wbuf.len();
+    let scan = forward_messages(rbuf, flow, server, max_packet, high_water, prepared);
+    record_replay(server, start);
+    scan
+}
+
+/// Keeps the bytes and slots of a replayable batch (see `client::Replay`) as they are
+/// written; gives up on it when it grows too large or more follows its Sync.
+fn record_replay(server: &mut ServerConn, start: usize) {
+    let Some(r) = server.replay.as_mut() else {
+        return;
+    };
+    let from = r.from.take().unwrap_or(start);
+    if r.complete {
+        if server.conn.wbuf.len() > from {
+            // The client went on after the Sync: a replay would reorder its requests.
+            server.replay = None;
+        }
+        return;
+    }
+    if let Some(bytes) = server.conn.wbuf.get(from..) {
+        r.bytes.extend_from_slice(bytes);
+    }
+    if r.bytes.len() > crate::client::prepared::REPLAY_MAX {
+        server.replay = None;
+        server.tracker.take_recording();
+        return;
+    }
+    let Some(slots) = server.tracker.take_recording() else {
+        // Recording stopped (a made-up reply joined the batch): no replay.
+        server.replay = None;
+        return;
+    };
+    match slots
+        .iter()
+        .position(|s| s.req == crate::proto::tracker::Request::Sync)
+    {
+        Some(i) if i + 1 == slots.len() => {
+            r.slots.extend(slots);
+            r.complete = true;
+        }
+        Some(_) => server.replay = None,
+        None => {
+            r.slots.extend(slots);
+            server.tracker.start_recording();
+        }
+    }
+}
+
+fn forward_messages(
+    rbuf: &mut bytes::BytesMut,
+    flow: &mut ClientFlow,
+    server: &mut ServerConn,
+    max_packet: u32,
+    high_water: usize,
+    mut prepared: Option<Prepared<'_>>,
+) -> ClientScan {
     loop {
         if server.conn.send_backlog() > high_water {
             return ClientScan::Done;
@@ -91,14 +145,6 @@ pub fn client_to_server(
         }
         if !frontend::is_session_message(h.tag) {
             return ClientScan::Violation(format!("invalid frontend message type {}", h.tag));
-        }
-        if flow.dropping {
-            if h.tag == fe::SYNC {
-                flow.dropping = false;
-            } else {
-                skip(rbuf, h, flow);
-                continue;
-            }
         }
         if h.tag == fe::COPY_DONE || h.tag == fe::COPY_FAIL {
             flow.copy_in = false;

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Servers idle at least this long are checked for having been closed by PostgreSQL.
+const IDLE_CHECK_AFTER: Duration = Duration::from_millis(5);
+
 impl Session {
     pub(super) fn start_acquire(&mut self) {
         let _ = self.shared.take_wait_cancelled();
@@ -29,7 +32,10 @@ impl Session {
         match grant {
             Grant::Server(idle) => {
                 self.phase = Phase::Idle;
-                if !crate::net::is_alive(&idle.socket) {
+                // A server handed over straight from its last client cannot have died
+                // unnoticed; one that sat in the idle list is checked (one syscall).
+                let sat_idle = idle.info.last_used.elapsed() >= IDLE_CHECK_AFTER;
+                if sat_idle && !crate::net::is_alive(&idle.socket) {
                     // Died while idle (terminated, restarted): replace it silently.
                     tracing::info!(
                         server = idle.info.id,

@@ -285,6 +285,20 @@ impl Session {
     /// Forwards what the client sent, or asks for a server when a message is waiting.
     /// Named prepared statements are the pooler's business in transaction and statement
     /// mode (in session mode they live on the client's own server).
+    /// SHOW CLIENTS / SHOW SERVERS prepared_statements (two plain stores).
+    pub(super) fn publish_statement_counts(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared
+            .prepared
+            .store(self.statements.len() as u64, Relaxed);
+        if let Some(s) = &self.server {
+            s.info
+                .shared
+                .prepared
+                .store(s.info.prepared.len() as u64, Relaxed);
+        }
+    }
+
     pub(super) fn tracks_statements(&self) -> bool {
         self.mode != PoolMode::Session && self.cfg.pooler.max_prepared_statements > 0
     }
@@ -310,7 +324,8 @@ impl Session {
             }
         }
         let before = self.client.rbuf.len();
-        let prepared = self.tracks_statements().then(|| forward::Prepared {
+        let tracks = self.tracks_statements();
+        let prepared = tracks.then(|| forward::Prepared {
             statements: &mut self.statements,
             server_cap: self.cfg.pooler.max_prepared_statements as usize,
             client_cap: self.cfg.pooler.max_client_prepared_statements as usize,
@@ -327,6 +342,9 @@ impl Session {
         if let Some(s) = self.server.as_mut() {
             // Replies the pooler made up with nothing owed before them go out now.
             forward::emit_fakes(s, Some(&mut self.client.wbuf));
+            if tracks {
+                self.publish_statement_counts();
+            }
         }
         let moved_bytes = before - self.client.rbuf.len();
         let moved = moved_bytes != 0;

@@ -76,6 +76,7 @@ impl Session {
             &mut self.flow.copy_in,
             self.mode == PoolMode::Statement,
             tracks.then_some(&mut self.statements),
+            self.cfg.pooler.max_prepared_statements as usize,
         );
         let moved = s.conn.rbuf.len() != before;
         if self.checking && !s.tracker.has_internal() {
@@ -87,6 +88,9 @@ impl Session {
         }
         if scan.client_ready > 0 {
             self.count_replies(&scan);
+        }
+        if tracks {
+            self.publish_statement_counts();
         }
         if scan.stale_plans {
             self.pool.bump_statements_epoch();
@@ -228,6 +232,7 @@ impl Session {
                 c.cancel_sent = true;
                 crate::client::cancel::spawn_server_cancel(
                     self.pool.clone(),
+                    self.shared.clone(),
                     s.info.pid,
                     s.info.secret,
                 );
@@ -242,8 +247,12 @@ impl Session {
                 let mut b = bytes::BytesMut::new();
                 postgres_protocol::message::frontend::sync(&mut b);
                 s.conn.wbuf.extend_from_slice(&b);
-                s.tracker
-                    .client_message(crate::proto::frontend::tag::SYNC, 0);
+                // The pooler's own Sync: its ReadyForQuery is consumed, and nothing
+                // mistakes it for a client request still running (to be cancelled).
+                s.tracker.push(crate::proto::tracker::Slot::new(
+                    crate::proto::tracker::Request::Sync,
+                    crate::proto::tracker::Owner::Internal(Internal::Rollback),
+                ));
                 return true;
             }
             return false;
