@@ -251,10 +251,17 @@ fn config_lists_pgbouncers_settings() {
     assert_eq!(value("default_pool_size").as_deref(), Some("5"));
     assert_eq!(value("auth_type").as_deref(), Some("trust"));
     assert_eq!(value("listen_port"), Some(pooler.port.to_string()));
-    for ours in ["workers", "io_backend", "log_level", "metrics_addr"] {
+    for ours in [
+        "workers",
+        "io_backend",
+        "log_level",
+        "metrics_addr",
+        "ebpf",
+        "max_client_prepared_statements",
+    ] {
         assert!(value(ours).is_some(), "{ours}");
     }
-    assert_eq!(rows.len(), 98 + 4);
+    assert_eq!(rows.len(), 98 + 8);
 }
 
 #[test]
@@ -417,7 +424,7 @@ fn pipelined_queries_are_all_answered() {
     });
     for i in 0..N {
         let msgs = raw.recv_until_ready();
-        assert_eq!(data_rows(&msgs).len(), 102, "reply {i}");
+        assert_eq!(data_rows(&msgs).len(), 106, "reply {i}");
     }
     sender.join().unwrap();
     assert_eq!(raw.query("SHOW VERSION").len(), 4);

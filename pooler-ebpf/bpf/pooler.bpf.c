@@ -258,34 +258,53 @@ static __always_inline void record_latency(struct pooler_conn *c, __u64 ns)
 
 /* Payload length and first sequence number of a TCP packet; skb data starts at the
  * network header in cgroup_skb programs. Returns 0 when it is not TCP or carries no
- * payload. */
+ * payload. The headers are read straight from the packet when they sit at the usual
+ * offsets in its linear part (no helper call: this runs for every packet of the pooler;
+ * and constant offsets, since packet pointer arithmetic needs CAP_PERFMON), else copied
+ * out through the helper. */
 static __always_inline __u32 tcp_payload(struct __sk_buff *skb, __u32 *seq)
 {
+	__u8 *data = (__u8 *)(long)skb->data;
+	__u8 *data_end = (__u8 *)(long)skb->data_end;
 	__u32 l4, len = skb->len;
 	__u8 b[20];
+	__u8 *tcp;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, 0, b, 20))
-			return 0;
-		if (b[9] != IPPROTO_TCP)
-			return 0;
-		l4 = (b[0] & 0x0f) * 4;
+		if (data + 40 <= data_end && (data[0] & 0x0f) == 5) {
+			if (data[9] != IPPROTO_TCP)
+				return 0;
+			l4 = 20;
+			tcp = data + 20;
+		} else {
+			if (bpf_skb_load_bytes(skb, 0, b, 20) || b[9] != IPPROTO_TCP)
+				return 0;
+			l4 = (b[0] & 0x0f) * 4;
+			if (bpf_skb_load_bytes(skb, l4, b, 20))
+				return 0;
+			tcp = b;
+		}
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		if (bpf_skb_load_bytes(skb, 0, b, 8))
-			return 0;
 		/* Extension headers are not walked: the pooler's traffic has none. */
-		if (b[6] != IPPROTO_TCP)
-			return 0;
 		l4 = 40;
+		if (data + 60 <= data_end) {
+			if (data[6] != IPPROTO_TCP)
+				return 0;
+			tcp = data + 40;
+		} else {
+			if (bpf_skb_load_bytes(skb, 0, b, 8) || b[6] != IPPROTO_TCP)
+				return 0;
+			if (bpf_skb_load_bytes(skb, l4, b, 20))
+				return 0;
+			tcp = b;
+		}
 	} else {
 		return 0;
 	}
-	if (bpf_skb_load_bytes(skb, l4, b, 20))
-		return 0;
-	l4 += (b[12] >> 4) * 4;
+	l4 += (tcp[12] >> 4) * 4;
 	if (len <= l4)
 		return 0;
-	*seq = ((__u32)b[4] << 24) | ((__u32)b[5] << 16) | ((__u32)b[6] << 8) | b[7];
+	*seq = ((__u32)tcp[4] << 24) | ((__u32)tcp[5] << 16) | ((__u32)tcp[6] << 8) | tcp[7];
 	return len - l4;
 }
 
@@ -340,8 +359,10 @@ static __always_inline int on_packet(struct __sk_buff *skb, int ingress)
 			record_latency(c, bpf_ktime_get_ns() - start);
 		}
 	}
+	if (request_dir)
+		return 1;
 
-	/* Keep the live figures current without RTT callbacks. */
+	/* Keep the live figures current without RTT callbacks: once per reply is enough. */
 	sk = skb->sk;
 	if (sk) {
 		sk = bpf_sk_fullsock(sk);

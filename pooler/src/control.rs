@@ -327,13 +327,16 @@ fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
         io_backend,
         pkt_buf,
         log_level,
-        metrics_addr
+        metrics_addr,
+        ebpf,
+        ebpf_rtt_samples,
+        ebpf_pin_path
     );
     notices
 }
 
 /// The `[pooler]` keys `keep_restart_only` protects (SHOW CONFIG: changeable = no).
-pub const RESTART_ONLY: [&str; 11] = [
+pub const RESTART_ONLY: [&str; 14] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -345,4 +348,7 @@ pub const RESTART_ONLY: [&str; 11] = [
     "pkt_buf",
     "log_level",
     "metrics_addr",
+    "ebpf",
+    "ebpf_rtt_samples",
+    "ebpf_pin_path",
 ];

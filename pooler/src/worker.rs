@@ -46,6 +46,7 @@ pub fn run(app: Arc<App>, mut listeners: Listeners) -> io::Result<()> {
 }
 
 fn worker_main(index: usize, app: Arc<App>, listeners: Vec<Listener>) -> io::Result<()> {
+    crate::pool::set_worker(index);
     let rt = net::build_runtime(app.backend)?;
     rt.block_on(async {
         for l in listeners {
@@ -119,8 +120,18 @@ async fn accept_loop(app: Arc<App>, listener: Listener, worker: usize) {
 /// Once a second: open connections up to min_pool_size, close idle servers past
 /// server_idle_timeout or server_lifetime; fold the kernel's close records into the totals.
 async fn janitor(app: Arc<App>) {
+    let mut tick: u32 = 0;
     loop {
-        compio::time::sleep(Duration::from_secs(1)).await;
+        // Queue deadlines a few times a second; everything else once a second.
+        compio::time::sleep(Duration::from_millis(250)).await;
+        let qwt = app.config().pooler.query_wait_timeout;
+        for pool in app.pools.all() {
+            pool.check_waiters(qwt);
+        }
+        tick = tick.wrapping_add(1);
+        if !tick.is_multiple_of(4) {
+            continue;
+        }
         app.periodic.maybe_tick(&app);
         app.kernel.harvest();
         let cfg = app.config();

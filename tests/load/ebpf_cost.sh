@@ -27,9 +27,9 @@ chmod 755 "$WORK"
 PG_DATA=$WORK/pg
 PG_PORT=$((20000 + RANDOM % 10000))
 POOLER_PORT=$((PG_PORT + 1))
-POOLER_PID=
 cleanup() {
-    [ -n "$POOLER_PID" ] && kill -QUIT "$POOLER_PID" 2>/dev/null || true
+    # run() executes in a pipeline's subshell: its pooler's pid is in a file.
+    [ -f "$WORK/pooler.pid" ] && kill -QUIT "$(cat "$WORK/pooler.pid")" 2>/dev/null || true
     su postgres -c "$PG_BIN/pg_ctl -D $PG_DATA -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -57,8 +57,8 @@ pg_ticks() {
 # fdinfo of its descriptors; bpftool prints the counters on each program's first line).
 prog_stats() {
     local t=0 c=0 id line
-    for id in $(cat /proc/"$1"/fdinfo/* 2>/dev/null | awk '/^prog_id:/ {print $2}' | sort -u); do
-        line=$(bpftool prog show id "$id" | head -1)
+    for id in $(awk '/^prog_id:/ {print $2}' /proc/"$1"/fdinfo/* 2>/dev/null | sort -u); do
+        line=$(bpftool prog show id "$id" | awk 'NR == 1')
         t=$((t + $(awk '{v = 0; for (i = 1; i < NF; i++) if ($i == "run_time_ns") v = $(i + 1); print v}' <<<"$line")))
         c=$((c + $(awk '{v = 0; for (i = 1; i < NF; i++) if ($i == "run_cnt") v = $(i + 1); print v}' <<<"$line")))
     done
@@ -87,8 +87,10 @@ $extra
 [databases]
 "*" = { host = "127.0.0.1", port = $PG_PORT }
 EOF
-    "$BIN" -c "$conf" 2>"$WORK/pooler-$mode.log" &
+    # Not on our stdout: a pooler left behind must not hold the pipe to `tee` open.
+    "$BIN" -c "$conf" >/dev/null 2>"$WORK/pooler-$mode.log" &
     POOLER_PID=$!
+    echo "$POOLER_PID" >"$WORK/pooler.pid"
     for _ in $(seq 100); do
         (exec 3<>/dev/tcp/127.0.0.1/$POOLER_PORT) 2>/dev/null && break
         sleep 0.1

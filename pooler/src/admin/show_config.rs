@@ -18,7 +18,7 @@ row! {
 
 /// (key, PgBouncer's default, changeable), in PgBouncer's order (alphabetical), ours
 /// placed alphabetically too.
-const SETTINGS: [(&str, &str, bool); 102] = [
+const SETTINGS: [(&str, &str, bool); 106] = [
     ("admin_users", "", true),
     ("application_name_add_host", "0", true),
     ("auth_dbname", "", true),
@@ -52,6 +52,9 @@ const SETTINGS: [(&str, &str, bool); 102] = [
     ("dns_max_ttl", "15", true),
     ("dns_nxdomain_ttl", "15", true),
     ("dns_zone_check_period", "0", true),
+    ("ebpf", "auto", false),
+    ("ebpf_pin_path", "", false),
+    ("ebpf_rtt_samples", "0", false),
     ("idle_transaction_timeout", "0", true),
     ("ignore_startup_parameters", "", true),
     ("io_backend", "auto", false),
@@ -66,6 +69,7 @@ const SETTINGS: [(&str, &str, bool); 102] = [
     ("log_stats", "1", true),
     ("logfile", "", true),
     ("max_client_conn", "100", true),
+    ("max_client_prepared_statements", "1000", true),
     ("max_db_client_connections", "0", true),
     ("max_db_connections", "0", true),
     ("max_packet_size", "2147483647", true),
@@ -179,6 +183,14 @@ fn value(cfg: &Config, key: &str) -> Option<String> {
         "max_prepared_statements" => g.max_prepared_statements.to_string(),
         "max_user_connections" => g.max_user_connections.to_string(),
         "metrics_addr" => g.metrics_addr.clone(),
+        "ebpf" => g.ebpf.as_str().to_string(),
+        "ebpf_rtt_samples" => flag(g.ebpf_rtt_samples),
+        "ebpf_pin_path" => g
+            .ebpf_pin_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        "max_client_prepared_statements" => g.max_client_prepared_statements.to_string(),
         "min_pool_size" => g.min_pool_size.to_string(),
         "pkt_buf" => g.pkt_buf.to_string(),
         "pool_mode" => g.pool_mode.as_str().to_string(),
@@ -234,8 +246,9 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(keys, sorted);
-        // PgBouncer's 98 plus ours (workers, io_backend, log_level, metrics_addr).
-        assert_eq!(keys.len(), 98 + 4);
+        // PgBouncer's 98 plus ours (workers, io_backend, log_level, metrics_addr, the three
+        // ebpf keys, max_client_prepared_statements).
+        assert_eq!(keys.len(), 98 + 8);
     }
 
     #[test]

@@ -253,6 +253,12 @@ async fn welcome(
             Grant::Failed(e) => {
                 return Err(Fatal::new(e.sqlstate(), e.to_string()).with_detail(e.detail()));
             }
+            Grant::TimedOut => {
+                return Err(Fatal::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "query_wait_timeout",
+                ));
+            }
         }
     }
 }

@@ -62,14 +62,62 @@ impl Fatal {
 
 /// Serves one accepted client connection until it ends.
 pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
-    let cfg = app.config();
-    let read_size = (cfg.pooler.pkt_buf as usize).max(8 * 1024);
-    let mut conn = Conn::new(socket, read_size);
-    let id = app.clients.next_id();
     let started = std::time::Instant::now();
+    // Boxed, like the session below: the login's state is large and needed only for a
+    // moment; inline, every client would carry its size for as long as it stays
+    // connected (memory per idle client).
+    // The block ends the login's locals before the session runs, so the task does not
+    // keep room for them (a moved-from local still takes space until its scope ends).
+    let (run, admission, id, db, user, log) = {
+        let Some(ready) = Box::pin(start(&app, socket, &peer)).await else {
+            return;
+        };
+        let Ready {
+            session,
+            admission,
+            id,
+            db,
+            user,
+            log,
+        } = ready;
+        (Box::pin(session.run()), admission, id, db, user, log)
+    };
+    let end = run.await;
+    drop(admission);
+    if log {
+        tracing::info!(
+            client = id,
+            %peer,
+            db = %db,
+            user = %user,
+            "closing because: {} (age={:.3}s)",
+            end.0,
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
 
+/// A client through its login, with its session ready to run.
+struct Ready<'a> {
+    session: session::Session,
+    admission: registry::Admission<'a>,
+    id: u64,
+    db: String,
+    user: String,
+    /// log_disconnections.
+    log: bool,
+}
+
+/// Startup, authentication and login; admin-console clients are served here to the end.
+async fn start<'a>(app: &'a Arc<App>, socket: Socket, peer: &str) -> Option<Ready<'a>> {
+    let cfg = app.config();
+    // Small while the client is quiet (idle clients pin little memory), growing to
+    // 64 kB under bulk traffic such as COPY.
+    let max_read = (cfg.pooler.pkt_buf as usize).max(64 * 1024);
+    let mut conn = Conn::adaptive(socket, 512, max_read);
+    let id = app.clients.next_id();
     let timeout = cfg.pooler.client_login_timeout;
-    let attempt = login::login(&app, &cfg, &mut conn, &peer, id);
+    let attempt = login::login(app, &cfg, &mut conn, peer, id);
     let outcome = if timeout.is_zero() {
         attempt.await
     } else {
@@ -87,9 +135,9 @@ pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
             crate::admin::serve(app.clone(), conn, a.shared.clone(), a.role).await;
             app.clients.unregister(&a.shared);
             drop(a.admission);
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(f) => {
             if !f.quiet {
                 if cfg.pooler.log_pooler_errors {
@@ -105,7 +153,7 @@ pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
                 let _ =
                     compio::time::timeout(std::time::Duration::from_secs(5), conn.flush()).await;
             }
-            return;
+            return None;
         }
     };
     let db = done.pool.key.db.clone();
@@ -120,17 +168,12 @@ pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
         done.creds,
         None,
     );
-    let end = session.run().await;
-    drop(done.admission);
-    if cfg.pooler.log_disconnections {
-        tracing::info!(
-            client = id,
-            %peer,
-            db = %db,
-            user = %user,
-            "closing because: {} (age={:.3}s)",
-            end.0,
-            started.elapsed().as_secs_f64()
-        );
-    }
+    Some(Ready {
+        session,
+        admission: done.admission,
+        id,
+        db,
+        user,
+        log: cfg.pooler.log_disconnections,
+    })
 }

@@ -42,9 +42,32 @@ pub struct Conn {
     pub rbuf: BytesMut,
     /// Bytes queued to be sent after whatever is in flight.
     pub wbuf: BytesMut,
+    /// How much the next receive may bring in.
     read_size: usize,
+    /// Bounds within which `read_size` adapts to the traffic (equal: fixed).
+    read_min: usize,
+    read_max: usize,
     eof: bool,
 }
+
+/// The buffers of a server connection, kept by its worker when the connection goes back
+/// to the pool, so the next server linked there does not allocate its own.
+struct Buffers {
+    landing: BytesMut,
+    spare: BytesMut,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Buffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffer sets a worker keeps at most, and the largest buffer worth keeping.
+const SPARE_SETS: usize = 256;
+const SPARE_CAPACITY: usize = 256 * 1024;
+/// A send buffer larger than this is freed once sent rather than kept for the next one.
+const KEEP_SEND_CAPACITY: usize = 16 * 1024;
 
 impl Conn {
     /// Wraps a socket for use on the current worker's runtime. `read_size` is how much
@@ -57,8 +80,30 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             read_size,
+            read_min: read_size,
+            read_max: read_size,
             eof: false,
         }
+    }
+
+    /// A connection whose receive size adapts between `min` and `max`: an idle client pins
+    /// only a small buffer, a busy one (COPY, large Binds) reads in large chunks.
+    pub fn adaptive(socket: Socket, min: usize, max: usize) -> Conn {
+        let mut c = Conn::new(socket, min);
+        c.read_max = max.max(min);
+        c
+    }
+
+    /// Like `new`, reusing buffers a server connection released on this worker left.
+    pub fn recycled(socket: Socket, read_size: usize) -> Conn {
+        let mut c = Conn::new(socket, read_size);
+        if let Some(b) = SPARE.with(|s| s.borrow_mut().pop()) {
+            c.recv = RecvSlot::Idle(b.landing);
+            c.send = SendSlot::Idle(b.spare);
+            c.rbuf = b.rbuf;
+            c.wbuf = b.wbuf;
+        }
+        c
     }
 
     pub fn socket(&self) -> &Socket {
@@ -98,6 +143,15 @@ impl Conn {
                         return Poll::Ready(Ok(0));
                     }
                     let mut buf = mem::take(buf);
+                    if self.rbuf.is_empty() {
+                        // Everything received was consumed: land the next bytes in the
+                        // larger of the two allocations and free the other, so a quiet
+                        // connection keeps one buffer and a busy one allocates none.
+                        let r = mem::take(&mut self.rbuf);
+                        if r.capacity() > buf.capacity() {
+                            buf = r;
+                        }
+                    }
                     buf.clear();
                     buf.reserve(self.read_size);
                     let op = Recv::new(self.fd.clone(), buf, RecvFlags::empty());
@@ -111,10 +165,16 @@ impl Conn {
                     let mut landed = op.into_inner();
                     return Poll::Ready(match res {
                         Ok(n) => {
-                            let n = n.min(landed.capacity());
+                            let cap = landed.capacity();
+                            let n = n.min(cap);
                             // SAFETY: the kernel initialised the first `n` bytes of the
                             // buffer, which had length 0 when submitted.
                             unsafe { landed.set_len(n) };
+                            if n == cap && self.read_size < self.read_max {
+                                self.read_size = (self.read_size * 2).min(self.read_max);
+                            } else if n < self.read_size / 8 && self.read_size > self.read_min {
+                                self.read_size = (self.read_size / 2).max(self.read_min);
+                            }
                             if n == 0 {
                                 self.eof = true;
                             }
@@ -124,6 +184,10 @@ impl Conn {
                                 self.rbuf.extend_from_slice(&landed);
                             }
                             landed.clear();
+                            if landed.capacity() > self.read_max * 2 {
+                                // Grown for a burst: let it go rather than pin it.
+                                landed = BytesMut::new();
+                            }
                             self.recv = RecvSlot::Idle(landed);
                             Ok(n)
                         }
@@ -168,6 +232,10 @@ impl Conn {
                             sent.advance(n.min(sent.len()));
                             if sent.is_empty() {
                                 sent.clear();
+                                if sent.capacity() > KEEP_SEND_CAPACITY {
+                                    // A large result went out: do not keep its buffer.
+                                    sent = BytesMut::new();
+                                }
                                 self.send = SendSlot::Idle(sent);
                             } else {
                                 // Short send: the rest goes first, then anything queued since.
@@ -204,9 +272,35 @@ impl Conn {
         if self.recv_in_flight() || !self.send_idle() {
             return None;
         }
-        let Conn { fd, recv, send, .. } = self;
-        drop(recv);
-        drop(send);
+        let Conn {
+            fd,
+            recv,
+            send,
+            mut rbuf,
+            mut wbuf,
+            ..
+        } = self;
+        if let (RecvSlot::Idle(mut landing), SendSlot::Idle(mut spare)) = (recv, send) {
+            for b in [&mut landing, &mut spare, &mut rbuf, &mut wbuf] {
+                b.clear();
+            }
+            let small = [&landing, &spare, &rbuf, &wbuf]
+                .iter()
+                .all(|b| b.capacity() <= SPARE_CAPACITY);
+            if small {
+                SPARE.with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < SPARE_SETS {
+                        s.push(Buffers {
+                            landing,
+                            spare,
+                            rbuf,
+                            wbuf,
+                        });
+                    }
+                });
+            }
+        }
         fd.try_unwrap().ok()
     }
 }

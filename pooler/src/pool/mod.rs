@@ -74,6 +74,8 @@ pub enum Grant {
     Connect(ConnectPermit),
     /// No server can be had: the last login to PostgreSQL failed with this error.
     Failed(Arc<crate::server::ServerError>),
+    /// Waited query_wait_timeout without getting one.
+    TimedOut,
 }
 
 /// The outcome of asking for a server without waiting.
@@ -87,7 +89,28 @@ struct Waiter {
     tx: oneshot::Sender<Grant>,
     /// Queued because a database/user group, not this pool, is full.
     starving: bool,
+    since: Instant,
+    /// The worker thread the client runs on.
+    worker: usize,
 }
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Records which worker the calling thread is (set once per worker thread).
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+fn worker() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// How far down the queue a released server looks for a client on its own worker.
+/// Handing it to one there avoids waking the other worker (a system call and a context
+/// switch); looking only this far keeps the queue close to first-come, first-served.
+const SAME_WORKER_LOOKAHEAD: usize = 4;
 
 pub(crate) struct PoolState {
     settings: PoolSettings,
@@ -274,6 +297,8 @@ impl Pool {
                     id: client_id,
                     tx,
                     starving: false,
+                    since: Instant::now(),
+                    worker: worker(),
                 });
                 return Acquire::Wait(WaitHandle::new(self.clone(), client_id, rx));
             }
@@ -310,6 +335,8 @@ impl Pool {
                 id: client_id,
                 tx,
                 starving,
+                since: Instant::now(),
+                worker: worker(),
             });
             if starving {
                 self.db_group.add_starving();
@@ -383,6 +410,19 @@ impl Pool {
         }
         st.active = st.active.saturating_sub(1);
         let mut server = server;
+        let here = worker();
+        if let Some(i) = st
+            .waiters
+            .iter()
+            .take(SAME_WORKER_LOOKAHEAD)
+            .position(|w| w.worker == here)
+            && i > 0
+        {
+            // Serve the nearby client on this worker first (see SAME_WORKER_LOOKAHEAD).
+            if let Some(w) = st.waiters.remove(i) {
+                st.waiters.push_front(w);
+            }
+        }
         while let Some(w) = self.pop_waiter(&mut st) {
             st.active += 1;
             match w.tx.send(Grant::Server(server)) {
@@ -484,24 +524,51 @@ impl Pool {
         self.kick_group();
     }
 
-    /// A queued client waited `reserve_pool_timeout`: let it open a reserve connection if
-    /// the reserve allows. Returns None if it is no longer queued or the reserve is full.
-    pub fn try_reserve(self: &Arc<Self>, client_id: u64) -> Option<ConnectPermit> {
+    /// The queue's deadlines, checked by the janitor a few times a second (so no client
+    /// arms a timer of its own while it waits): clients queued longer than
+    /// `query_wait_timeout` are told so; those queued longer than reserve_pool_timeout
+    /// may open reserve connections while the reserve has room, oldest first.
+    pub fn check_waiters(self: &Arc<Self>, query_wait_timeout: Duration) {
         let mut st = lock(&self.state);
-        let limit = st.settings.size + st.settings.reserve;
-        if st.total() >= limit {
-            return None;
+        if st.waiters.is_empty() {
+            return;
         }
-        let idx = st.waiters.iter().position(|w| w.id == client_id)?;
-        if !limits::acquire_both(&self.db_group, &self.user_group) {
-            return None;
+        let now = Instant::now();
+        if !query_wait_timeout.is_zero() {
+            while st
+                .waiters
+                .front()
+                .is_some_and(|w| now.duration_since(w.since) >= query_wait_timeout)
+            {
+                if let Some(w) = self.pop_waiter(&mut st) {
+                    let _ = w.tx.send(Grant::TimedOut);
+                }
+            }
         }
-        let w = st.waiters.remove(idx)?;
-        if w.starving {
-            self.db_group.remove_starving();
-            self.user_group.remove_starving();
+        let reserve_limit = st.settings.size + st.settings.reserve;
+        while st.settings.reserve > 0
+            && !st.paused
+            && st.total() < reserve_limit
+            && st
+                .waiters
+                .front()
+                .is_some_and(|w| now.duration_since(w.since) >= st.settings.reserve_timeout)
+        {
+            if !limits::acquire_both(&self.db_group, &self.user_group) {
+                break;
+            }
+            let Some(w) = self.pop_waiter(&mut st) else {
+                limits::release_both(&self.db_group, &self.user_group);
+                break;
+            };
+            let permit = self.new_permit(&mut st);
+            tracing::info!(pool = ?self.key, client = w.id, "using the reserve pool after waiting {:?}", now.duration_since(w.since));
+            if let Err(Grant::Connect(p)) = w.tx.send(Grant::Connect(permit)) {
+                p.forget();
+                st.connecting -= 1;
+                limits::release_both(&self.db_group, &self.user_group);
+            }
         }
-        Some(self.new_permit(&mut st))
     }
 
     /// Removes a client from the queue (it left or gave up). Returns whether it was there.

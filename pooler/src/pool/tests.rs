@@ -183,15 +183,37 @@ fn login_error_fails_fast_then_clears() {
 #[test]
 fn reserve_after_timeout_only_within_reserve() {
     let pools = Pools::new();
+    let key = PoolKey {
+        db: "d".into(),
+        user: "u".into(),
+    };
+    let mut s = settings(1, 1);
+    s.reserve_timeout = Duration::ZERO;
+    let p = pools.get_or_create(&key, 0, 0, || (target(), s));
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
+    let mut w2 = waiting(p.acquire(2));
+    let mut w3 = waiting(p.acquire(3));
+    p.check_waiters(Duration::ZERO);
+    let g = ready(&mut w2);
+    assert!(
+        matches!(g, Some(Grant::Connect(_))),
+        "oldest waiter gets the reserve"
+    );
+    assert!(ready(&mut w3).is_none(), "reserve of 1 exhausted");
+    assert_eq!(p.counts().waiting, 1);
+}
+
+#[test]
+fn query_wait_timeout_tells_the_oldest_waiters() {
+    let pools = Pools::new();
     let p = pool_in(&pools, "d", "u", 1, 0);
     permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
-    let _w2 = waiting(p.acquire(2));
-    let _w3 = waiting(p.acquire(3));
-    let r = p.try_reserve(2).expect("reserve of 1 has room");
-    r.connected(&mut ServerInfo::new("t".into()));
-    assert!(p.try_reserve(3).is_none(), "reserve exhausted");
-    assert!(p.try_reserve(42).is_none(), "not queued");
-    assert_eq!(p.counts().waiting, 1);
+    let mut w = waiting(p.acquire(2));
+    p.check_waiters(Duration::from_secs(3600));
+    assert!(ready(&mut w).is_none(), "not yet");
+    p.check_waiters(Duration::from_nanos(1));
+    assert!(matches!(ready(&mut w), Some(Grant::TimedOut)));
+    assert_eq!(p.counts().waiting, 0);
 }
 
 #[test]

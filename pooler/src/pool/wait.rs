@@ -81,7 +81,7 @@ pub fn give_back(pool: &Arc<Pool>, grant: Grant) {
     match grant {
         Grant::Server(s) => pool.release(s),
         Grant::Connect(permit) => drop(permit),
-        Grant::Failed(_) => {}
+        Grant::Failed(_) | Grant::TimedOut => {}
     }
 }
 

@@ -88,7 +88,7 @@ impl ServerConn {
     }
 
     pub fn from_idle(idle: IdleServer, read_size: usize) -> ServerConn {
-        ServerConn::new(Conn::new(idle.socket, read_size), idle.info)
+        ServerConn::new(Conn::recycled(idle.socket, read_size), idle.info)
     }
 
     /// Back to a plain socket for the pool, if nothing is in flight and nothing unread;

@@ -21,9 +21,7 @@ impl Session {
                     crate::stats::now_micros(),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                self.phase = Phase::Waiting { handle, since };
-                let settings = self.pool.settings();
-                self.reserve_at = (settings.reserve > 0).then(|| since + settings.reserve_timeout);
+                self.phase = Phase::Waiting { handle };
             }
         }
     }
@@ -78,6 +76,17 @@ impl Session {
             Grant::Failed(err) => {
                 self.phase = Phase::Idle;
                 self.fatal(err.sqlstate(), &err.to_string(), err.detail());
+            }
+            Grant::TimedOut => {
+                self.phase = Phase::Idle;
+                let secs = self.cfg.pooler.query_wait_timeout.as_secs_f64();
+                self.fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "query_wait_timeout",
+                    Some(&format!(
+                        "no server connection became available within {secs} s"
+                    )),
+                );
             }
         }
     }

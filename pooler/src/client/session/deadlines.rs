@@ -3,9 +3,6 @@
 
 use super::*;
 
-/// How often a queued client re-checks a full reserve pool.
-const RESERVE_RECHECK: Duration = Duration::from_secs(1);
-
 impl Session {
     /// The nearest deadline that applies in the current state, if any.
     fn next_deadline(&self) -> Option<Instant> {
@@ -22,14 +19,12 @@ impl Session {
             }
             ClientState::Closing => {}
             ClientState::Alive => {
-                if let Phase::Waiting { since, .. } = &self.phase {
-                    if let Some(r) = self.reserve_at {
-                        consider(r);
-                    }
-                    if !g.query_wait_timeout.is_zero() {
-                        consider(*since + g.query_wait_timeout);
-                    }
-                } else if let Some(s) = &self.server {
+                // A queued client needs no timer: the pool's janitor enforces
+                // query_wait_timeout and reserve_pool_timeout for its whole queue.
+                if matches!(self.phase, Phase::Waiting { .. }) {
+                    return None;
+                }
+                if let Some(s) = &self.server {
                     if s.tracker.awaiting_replies() {
                         if !g.query_timeout.is_zero()
                             && let Some(q) = self.query_start
@@ -93,23 +88,6 @@ impl Session {
             }
             ClientState::Closing => {}
             ClientState::Alive => {
-                if let Phase::Waiting { since, .. } = &self.phase {
-                    let since = *since;
-                    if !g.query_wait_timeout.is_zero() && now >= since + g.query_wait_timeout {
-                        self.phase = Phase::Idle;
-                        self.fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "query_wait_timeout",
-                            Some(&format!(
-                                "no server connection became available within {} s",
-                                secs(g.query_wait_timeout)
-                            )),
-                        );
-                    } else if self.reserve_at.is_some_and(|r| now >= r) {
-                        self.try_reserve(now.duration_since(since));
-                    }
-                    return;
-                }
                 let Some(s) = &self.server else {
                     if !g.client_idle_timeout.is_zero()
                         && now >= self.idle_since + g.client_idle_timeout
@@ -152,24 +130,6 @@ impl Session {
                     self.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout", None);
                 }
             }
-        }
-    }
-
-    /// A queued client waited reserve_pool_timeout: open a reserve connection if the
-    /// reserve has room, else look again a little later.
-    fn try_reserve(&mut self, waited: Duration) {
-        match self.pool.try_reserve(self.shared.id) {
-            Some(permit) => {
-                tracing::info!(
-                    client = self.shared.id,
-                    pool = ?self.pool.key,
-                    "using the reserve pool after waiting {waited:?}"
-                );
-                self.reserve_at = None;
-                self.phase = Phase::Idle;
-                self.on_grant(Grant::Connect(permit));
-            }
-            None => self.reserve_at = Some(Instant::now() + RESERVE_RECHECK),
         }
     }
 }

@@ -45,10 +45,8 @@ type Timer = Pin<Box<dyn Future<Output = ()>>>;
 enum Phase {
     /// No server and none asked for.
     Idle,
-    Waiting {
-        handle: WaitHandle,
-        since: Instant,
-    },
+    /// Queued: the pool's janitor enforces query_wait_timeout and reserve_pool_timeout.
+    Waiting { handle: WaitHandle },
     Connecting {
         fut: Connecting,
         permit: Option<ConnectPermit>,
@@ -93,8 +91,6 @@ pub struct Session {
     /// Since when the client has had nothing in flight (client_idle_timeout,
     /// idle_transaction_timeout).
     idle_since: Instant,
-    /// When a queued client may try the reserve pool.
-    reserve_at: Option<Instant>,
     /// The linked server is being checked (server_check_query): hold the client's
     /// requests until it answered.
     checking: bool,
@@ -149,7 +145,6 @@ impl Session {
             xact_start: None,
             wait_start: None,
             idle_since: Instant::now(),
-            reserve_at: None,
             checking: false,
             cfg_generation,
             discard: None,
@@ -160,10 +155,16 @@ impl Session {
         s
     }
 
-    pub async fn run(mut self) -> End {
-        let end = poll_fn(|cx| self.poll(cx)).await;
-        self.finish();
-        end
+    /// The session's future: the session itself and nothing else (no async-fn frame
+    /// around it), so an idle client costs what its state costs.
+    pub fn run(mut self) -> impl Future<Output = End> {
+        poll_fn(move |cx| {
+            let r = self.poll(cx);
+            if r.is_ready() {
+                self.finish();
+            }
+            r
+        })
     }
 
     fn max_packet(&self) -> u32 {
