@@ -107,6 +107,7 @@ impl Session {
     /// Pending output is flushed meanwhile.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         self.shared.register(cx);
+        self.conn.unpark();
         if let Some(reason) = self.shared.take_killed() {
             return Poll::Ready(Event::Killed(reason));
         }

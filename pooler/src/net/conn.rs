@@ -48,6 +48,11 @@ pub struct Conn {
     read_min: usize,
     read_max: usize,
     eof: bool,
+    /// The receive/send in flight already answered Pending during this poll of the
+    /// owning task: polling it again before the task is woken cannot change that (only
+    /// the runtime, between polls, completes operations), and each poll clones a waker.
+    recv_parked: bool,
+    send_parked: bool,
 }
 
 /// The buffers of a server connection, kept by its worker when the connection goes back
@@ -83,7 +88,16 @@ impl Conn {
             read_min: read_size,
             read_max: read_size,
             eof: false,
+            recv_parked: false,
+            send_parked: false,
         }
+    }
+
+    /// Called by the owning task each time it is polled anew.
+    #[inline]
+    pub fn unpark(&mut self) {
+        self.recv_parked = false;
+        self.send_parked = false;
     }
 
     /// A connection whose receive size adapts between `min` and `max`: an idle client pins
@@ -158,8 +172,14 @@ impl Conn {
                     self.recv = RecvSlot::Busy(compio::runtime::submit(op));
                 }
                 RecvSlot::Busy(fut) => {
+                    if self.recv_parked {
+                        return Poll::Pending;
+                    }
                     let BufResult(res, op) = match Pin::new(fut).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            self.recv_parked = true;
+                            return Poll::Pending;
+                        }
                         Poll::Ready(r) => r,
                     };
                     let mut landed = op.into_inner();
@@ -218,8 +238,14 @@ impl Conn {
                     self.send = SendSlot::Busy(compio::runtime::submit(op), n);
                 }
                 SendSlot::Busy(fut, _) => {
+                    if self.send_parked {
+                        return Poll::Pending;
+                    }
                     let BufResult(res, op) = match Pin::new(fut).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            self.send_parked = true;
+                            return Poll::Pending;
+                        }
                         Poll::Ready(r) => r,
                     };
                     let mut sent = op.into_inner();
@@ -258,12 +284,20 @@ impl Conn {
 
     /// Sends everything queued (await-style, for sequential phases such as login).
     pub async fn flush(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+        std::future::poll_fn(|cx| {
+            self.unpark();
+            self.poll_flush(cx)
+        })
+        .await
     }
 
     /// Receives once (await-style, for sequential phases such as login).
     pub async fn recv(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| {
+            self.unpark();
+            self.poll_recv(cx)
+        })
+        .await
     }
 
     /// Gives the socket back when no operation is in flight, so it can move to another

@@ -177,6 +177,10 @@ impl Session {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         self.shared.register(cx);
+        self.client.unpark();
+        if let Some(s) = self.server.as_mut() {
+            s.conn.unpark();
+        }
         if self.app.config_generation() != self.cfg_generation {
             // RELOAD/SET: timeouts, limits and the pool mode take effect at once.
             self.cfg_generation = self.app.config_generation();
