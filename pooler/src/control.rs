@@ -283,7 +283,10 @@ impl App {
             }
             let done = match mode {
                 ShutdownMode::WaitForClients => {
-                    !self.clients.all().iter().any(|c| c.pool.get().is_some())
+                    // Clients still logging in count: they were accepted before the
+                    // listeners closed and are owed a session.
+                    self.clients.arriving() == 0
+                        && !self.clients.all().iter().any(|c| c.pool.get().is_some())
                 }
                 _ => self.pause_done(None),
             };

@@ -72,19 +72,40 @@ async fn accept_loop(app: Arc<App>, listener: Listener, worker: usize) {
         tracing::error!("listener {what}: {e}");
         return;
     }
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
     let fd = SharedFd::new(socket);
+    let mut stopping = false;
     loop {
-        // Stopping drops an accept in flight: at worst one connection is closed unanswered
-        // as the pooler goes away, never a read of an established one.
+        // Stopping shuts the listener down rather than dropping the accept in flight: the
+        // kernel then either completes that accept with a connection (served like any
+        // other) or fails it, and connections still queued move to another listener of
+        // an so_reuseport group (net.ipv4.tcp_migrate_req) instead of being reset.
         let accept = std::pin::pin!(compio::runtime::submit(Accept::new(fd.clone())));
-        let stop = std::pin::pin!(app.stop_accepting.wait());
-        let BufResult(res, op) = match futures_util::future::select(accept, stop).await {
-            futures_util::future::Either::Left((r, _)) => r,
-            futures_util::future::Either::Right(_) => {
-                tracing::debug!("stopped listening on {what}");
-                return;
+        let BufResult(res, op) = if stopping {
+            // Bounded, in case a socket type does not wake its accept on shutdown.
+            match compio::time::timeout(Duration::from_secs(1), accept).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            let stop = std::pin::pin!(app.stop_accepting.wait());
+            match futures_util::future::select(accept, stop).await {
+                futures_util::future::Either::Left((r, _)) => r,
+                futures_util::future::Either::Right((_, accept)) => {
+                    tracing::debug!("stopped listening on {what}");
+                    // SAFETY: shutdown(2) on a descriptor this task owns (through `fd`).
+                    unsafe { libc::shutdown(raw, libc::SHUT_RDWR) };
+                    stopping = true;
+                    match compio::time::timeout(Duration::from_secs(1), accept).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                }
             }
         };
+        if stopping && res.is_err() {
+            return;
+        }
         if let Err(e) = res {
             // Out of descriptors and similar: back off instead of spinning.
             tracing::warn!("accept on {what}: {e}");

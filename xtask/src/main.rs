@@ -17,9 +17,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test [--no-lint] [--no-load] [-- ARGS...]
+  test [--no-lint] [--no-fuzz] [--no-load] [-- ARGS...]
         install missing system packages (PostgreSQL 15 server and client, procps), then
         cargo fmt --check, cargo clippy -D warnings, cargo test --workspace ARGS...,
+        each cargo-fuzz target of pooler/fuzz for 20 s (when a nightly toolchain is there),
         and the pgbench load acceptance through the release pooler
   demo  start a temporary PostgreSQL and the pooler in front of it; Ctrl-C stops both
   bench [--quick] [--profile] [--prepared] [--filter W[,W..]] [--rounds N] [--duration S]
@@ -28,7 +29,8 @@ commands:
         available), Debian's PgBouncer and PostgreSQL directly (50 clients and the workload's),
         in interleaved rounds (default 3 x 15 s; --quick: 1 x 5 s, fewer workloads, 1,000 idle
         clients), on a temporary tuned PostgreSQL with pgbench -i -s 10; workloads select-500,
-        select-extended-500, tpcb-500, select-50, select-1000 (select-prepared with --prepared);
+        select-extended-500, tpcb-500, select-50, select-1000, select-prepared (-M prepared,
+        one thread per client; in --quick only with --prepared; PgBouncer only if 1.21+);
         then RSS per idle client at 10,000 idle clients (--filter ... skips it unless it names
         `idle`). Prints one table per workload and the issue's targets; writes
         target/bench/<timestamp>.json and .md. --profile: only a profile of the pooler under

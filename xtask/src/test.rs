@@ -1,7 +1,7 @@
-//! cargo xtask test: system packages, fmt, clippy, cargo test, then the pgbench load acceptance through the pooler.
+//! cargo xtask test: system packages, fmt, clippy, cargo test, a short fuzz run, then the pgbench load acceptance through the pooler.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -28,12 +28,14 @@ struct Step {
 pub fn run(args: &[String]) -> Result<bool> {
     let mut lint = true;
     let mut load = true;
+    let mut fuzz = true;
     let mut test_args: Vec<String> = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--no-lint" => lint = false,
             "--no-load" => load = false,
+            "--no-fuzz" => fuzz = false,
             "--" => test_args.extend(rest.by_ref().cloned()),
             other => bail!("xtask test: unknown argument {other:?} (see cargo xtask help)"),
         }
@@ -89,6 +91,12 @@ pub fn run(args: &[String]) -> Result<bool> {
     step("cargo test", no_deps, &mut || {
         run_cmd(cargo().args(["test", "--workspace"]).args(&test_args))
     });
+    let no_fuzz = if fuzz {
+        fuzz_ready()
+    } else {
+        Some("--no-fuzz")
+    };
+    step("fuzz (short run)", no_fuzz, &mut fuzz_run);
     let no_load = if !load { Some("--no-load") } else { no_deps };
     step("load acceptance", no_load, &mut load_acceptance);
 
@@ -111,6 +119,84 @@ pub fn run(args: &[String]) -> Result<bool> {
         println!("xtask test: {failed} step(s) FAILED");
     }
     Ok(failed == 0)
+}
+
+/// The cargo-fuzz targets in pooler/fuzz, and how long each runs in `cargo xtask test`.
+const FUZZ_TARGETS: [&str; 5] = ["startup", "frame", "scram", "config", "client_stream"];
+const FUZZ_SECS: u32 = 20;
+
+/// `cargo +nightly ...` through rustup's proxy (this process's CARGO is one toolchain's).
+fn cargo_nightly() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("+nightly").current_dir(workspace_root());
+    for var in ["CARGO", "RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// None when `cargo +nightly fuzz` works (cargo-fuzz is installed when missing); otherwise
+/// why the fuzz step is skipped.
+fn fuzz_ready() -> Option<&'static str> {
+    if succeeds(cargo_nightly().args(["fuzz", "--version"])) {
+        return None;
+    }
+    if !succeeds(cargo_nightly().arg("--version")) {
+        println!(
+            "xtask test: no nightly toolchain (rustup toolchain install nightly): no fuzz run"
+        );
+        return Some("no nightly toolchain");
+    }
+    println!("xtask test: installing cargo-fuzz (cargo install cargo-fuzz)");
+    let mut install = Command::new("cargo");
+    install.args(["install", "--locked", "cargo-fuzz"]);
+    if run_cmd(&mut install).is_err() || !succeeds(cargo_nightly().args(["fuzz", "--version"])) {
+        println!("xtask test: cargo-fuzz could not be installed: no fuzz run");
+        return Some("cargo-fuzz not installable");
+    }
+    None
+}
+
+/// Builds the fuzz targets and runs each for FUZZ_SECS, seeded with its regression corpus
+/// (read only: new inputs go to a scratch directory). A crash or a hang fails the step;
+/// libFuzzer leaves the reproducer in pooler/fuzz/artifacts/<target>/.
+fn fuzz_run() -> Result<()> {
+    run_cmd(cargo_nightly().args(["fuzz", "build", "--fuzz-dir", "pooler/fuzz"]))?;
+    let scratch = make_temp_dir("xtask-fuzz")?;
+    let mut failed = Vec::new();
+    for target in FUZZ_TARGETS {
+        println!("\n-- fuzz {target} ({FUZZ_SECS} s)");
+        let work = scratch.join(target);
+        std::fs::create_dir_all(&work)?;
+        let seeds = workspace_root().join("pooler/fuzz/corpus").join(target);
+        let run = run_cmd(
+            cargo_nightly()
+                .args(["fuzz", "run", "--fuzz-dir", "pooler/fuzz", target])
+                .arg(&work)
+                .arg(&seeds)
+                .arg("--")
+                .arg(format!("-max_total_time={FUZZ_SECS}"))
+                .arg("-timeout=10"),
+        );
+        if let Err(e) = run {
+            failed.push(format!("{target}: {e:#}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed (reproducers in pooler/fuzz/artifacts/): {}",
+            failed.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Debian packages for what the tests run, installed only when missing.

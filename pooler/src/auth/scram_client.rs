@@ -8,6 +8,11 @@ use super::scram_common::{
     message_str, parse_iterations, split_attr,
 };
 
+/// The highest iteration count accepted from a server (PostgreSQL's default is 4096). The
+/// key derivation runs on the worker thread, so a hostile or broken server asking for
+/// billions would stall every client of that worker.
+pub const MAX_SERVER_ITERATIONS: u32 = 1 << 20;
+
 /// Raw bytes of randomness in our nonce (libpq uses 18; more does not hurt).
 const CLIENT_NONCE_BYTES: usize = 24;
 
@@ -139,6 +144,9 @@ impl ScramClient {
             .ok_or(ScramError::Malformed("invalid salt"))?;
         let iterations =
             parse_iterations(iterations).ok_or(ScramError::Malformed("invalid iteration count"))?;
+        if iterations > MAX_SERVER_ITERATIONS {
+            return Err(ScramError::Malformed("iteration count too large"));
+        }
 
         let (client_key, server_key) = match &self.credentials {
             Credentials::Password(p) => {

@@ -35,6 +35,20 @@ fn failed(user: &str) -> Fatal {
 /// Reads the next PasswordMessage/SASL response body; None if the client left.
 async fn read_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Fatal> {
     loop {
+        // The tag decides before the body is awaited: a client that sends something else
+        // (a second StartupMessage, say) is refused now, not waited on.
+        if let Some(&tag) = conn.rbuf.first()
+            && tag != frontend::tag::TERMINATE
+            && tag != frontend::tag::PASSWORD
+        {
+            return Err(Fatal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "expected password response, got message type {:?}",
+                    tag as char
+                ),
+            ));
+        }
         match frame::whole(&conn.rbuf, MAX_AUTH_MESSAGE) {
             Err(e) => return Err(Fatal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
             Ok(Some((h, body))) => {

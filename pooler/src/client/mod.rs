@@ -61,7 +61,31 @@ impl Fatal {
 }
 
 /// Serves one accepted client connection until it ends.
-pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
+pub fn serve(app: Arc<App>, socket: Socket, peer: String) -> impl Future<Output = ()> {
+    // Counted from the accept (not from the task's first poll, which a graceful shutdown
+    // could miss) until the login ends; a logged-in client is registered with its pool
+    // before the count drops.
+    let arriving = Arriving::new(app.clone());
+    serve_counted(app, socket, peer, arriving)
+}
+
+/// A connection in its startup and login, counted in [`registry::ClientRegistry::arriving`].
+struct Arriving(Arc<App>);
+
+impl Arriving {
+    fn new(app: Arc<App>) -> Self {
+        app.clients.arrive();
+        Arriving(app)
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.clients.arrived();
+    }
+}
+
+async fn serve_counted(app: Arc<App>, socket: Socket, peer: String, arriving: Arriving) {
     let started = std::time::Instant::now();
     // Boxed, like the session below: the login's state is large and needed only for a
     // moment; inline, every client would carry its size for as long as it stays
@@ -69,7 +93,7 @@ pub async fn serve(app: Arc<App>, socket: Socket, peer: String) {
     // The block ends the login's locals before the session runs, so the task does not
     // keep room for them (a moved-from local still takes space until its scope ends).
     let (run, admission, id, db, user, log) = {
-        let Some(ready) = Box::pin(start(&app, socket, &peer)).await else {
+        let Some(ready) = Box::pin(start(&app, socket, &peer, arriving)).await else {
             return;
         };
         let Ready {
@@ -109,7 +133,12 @@ struct Ready<'a> {
 }
 
 /// Startup, authentication and login; admin-console clients are served here to the end.
-async fn start<'a>(app: &'a Arc<App>, socket: Socket, peer: &str) -> Option<Ready<'a>> {
+async fn start<'a>(
+    app: &'a Arc<App>,
+    socket: Socket,
+    peer: &str,
+    arriving: Arriving,
+) -> Option<Ready<'a>> {
     let cfg = app.config();
     // Small while the client is quiet (idle clients pin little memory), growing to
     // 64 kB under bulk traffic such as COPY.
@@ -132,6 +161,8 @@ async fn start<'a>(app: &'a Arc<App>, socket: Socket, peer: &str) -> Option<Read
     let done = match outcome {
         Ok(Some(login::Login::Session(s))) => s,
         Ok(Some(login::Login::Admin(a))) => {
+            // Console clients do not hold a graceful shutdown up.
+            drop(arriving);
             crate::admin::serve(app.clone(), conn, a.shared.clone(), a.role).await;
             app.clients.unregister(&a.shared);
             drop(a.admission);

@@ -161,6 +161,9 @@ pub struct ClientRegistry {
     next_id: AtomicU64,
     /// Client connections currently admitted (for max_client_conn).
     connected: AtomicU32,
+    /// Connections accepted and not yet logged in (or refused): a graceful shutdown waits
+    /// for them as for logged-in clients.
+    arriving: AtomicU32,
 }
 
 impl Default for ClientRegistry {
@@ -169,6 +172,7 @@ impl Default for ClientRegistry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(1),
             connected: AtomicU32::new(0),
+            arriving: AtomicU32::new(0),
         }
     }
 }
@@ -185,6 +189,20 @@ impl Drop for Admission<'_> {
 }
 
 impl ClientRegistry {
+    /// Counts a connection as arriving; [`ClientRegistry::arrived`] uncounts it.
+    pub fn arrive(&self) {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn arrived(&self) {
+        self.arriving.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Connections in their startup or login right now.
+    pub fn arriving(&self) -> u32 {
+        self.arriving.load(Ordering::Acquire)
+    }
+
     fn shard(&self, pid: i32) -> &Mutex<HashMap<i32, Arc<ClientShared>>> {
         &self.shards[pid as u32 as usize % SHARDS]
     }

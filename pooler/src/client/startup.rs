@@ -70,8 +70,8 @@ pub async fn read_request(conn: &mut Conn, cfg: &General) -> Result<Request, Fat
     let mut ssl_answered = false;
     let mut gss_answered = false;
     loop {
-        let packet =
-            startup::decode_startup(&mut conn.rbuf).map_err(|e| protocol(e.to_string()))?;
+        let packet = startup::decode_startup_limited(&mut conn.rbuf, cfg.max_packet_size as usize)
+            .map_err(|e| protocol(e.to_string()))?;
         let Some(packet) = packet else {
             match conn.recv().await {
                 Ok(0) | Err(_) => return Ok(Request::Gone),

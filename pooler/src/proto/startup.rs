@@ -35,11 +35,22 @@ pub enum Startup {
 /// Decodes one startup-phase packet from the front of `buf`. `Ok(None)` means more bytes
 /// are needed; the length is checked before anything is buffered beyond it.
 pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<Startup>, ProtoError> {
+    decode_startup_limited(buf, MAX_STARTUP_LEN)
+}
+
+/// [`decode_startup`] with a lower length limit (the pooler's `max_packet_size` when that
+/// is below PostgreSQL's 10000 bytes); a length field above it is refused before the
+/// packet is buffered.
+pub fn decode_startup_limited(
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Result<Option<Startup>, ProtoError> {
+    let max_len = max_len.clamp(8, MAX_STARTUP_LEN);
     let Some(len_bytes) = buf.get(..4) else {
         return Ok(None);
     };
     let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
+    if !(8..=max_len as i32).contains(&len) {
         return Err(ProtoError::BadStartupLength(len.into()));
     }
     let len = len as usize;

@@ -263,6 +263,9 @@ fn client_server_first_malformed() {
         b"r=NONCEsrv,s=c2FsdA==,i=+1",
         b"r=NONCEsrv,s=c2FsdA==,i=",
         b"r=NONCEsrv,s=c2FsdA==,i=99999999999",
+        // Fits in u32 but would stall the worker thread deriving the key.
+        b"r=NONCEsrv,s=c2FsdA==,i=4000000000",
+        b"r=NONCEsrv,s=c2FsdA==,i=1048577",
         b"r=NONCEsrv,s=c2FsdA==,i=1x",
         b"r=NONCEsrv,s=c2FsdA==,i=1,",
         b"r=NONCEsrv,s=c2FsdA==,i=1,m=x",

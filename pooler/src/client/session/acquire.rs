@@ -59,7 +59,14 @@ impl Session {
                         q
                     };
                     s.send_internal(q, Internal::Check);
-                    self.checking = true;
+                    // A server that hangs instead of answering must not hold the client
+                    // longer than it may wait for a server at all.
+                    let g = &self.cfg.pooler;
+                    let mut limit = g.server_connect_timeout;
+                    if !g.query_wait_timeout.is_zero() {
+                        limit = limit.min(g.query_wait_timeout);
+                    }
+                    self.checking = Some(Instant::now() + limit);
                 }
             }
             Grant::Connect(permit) => {

@@ -24,6 +24,9 @@ impl Session {
                 if matches!(self.phase, Phase::Waiting { .. }) {
                     return None;
                 }
+                if let Some(check) = self.checking {
+                    consider(check);
+                }
                 if let Some(s) = &self.server {
                     if s.tracker.awaiting_replies() {
                         if !g.query_timeout.is_zero()
@@ -44,6 +47,34 @@ impl Session {
             }
         }
         next
+    }
+
+    /// The server being checked before reuse did not answer in time: drop it; the client
+    /// waits for another unless query_wait_timeout is already spent.
+    fn check_timed_out(&mut self) {
+        let g = &self.cfg.pooler;
+        let limit = g.server_connect_timeout;
+        let qwt = g.query_wait_timeout;
+        tracing::warn!(
+            client = self.shared.id,
+            server = self.server.as_ref().map_or(0, |s| s.info.id),
+            "server did not answer server_check_query; closing it"
+        );
+        self.checking = None;
+        self.drop_server();
+        if !qwt.is_zero() && qwt <= limit {
+            let secs = qwt.as_secs_f64();
+            self.fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "query_wait_timeout",
+                Some(&format!(
+                    "no working server connection became available within {secs} s \
+                     (the idle one checked by server_check_query did not answer)"
+                )),
+            );
+        } else {
+            self.start_acquire();
+        }
     }
 
     fn set_timer(&mut self, at: Option<Instant>) {
@@ -88,6 +119,12 @@ impl Session {
             }
             ClientState::Closing => {}
             ClientState::Alive => {
+                if let Some(check) = self.checking
+                    && now >= check
+                {
+                    self.check_timed_out();
+                    return;
+                }
                 let Some(s) = &self.server else {
                     if !g.client_idle_timeout.is_zero()
                         && now >= self.idle_since + g.client_idle_timeout

@@ -91,9 +91,9 @@ pub struct Session {
     /// Since when the client has had nothing in flight (client_idle_timeout,
     /// idle_transaction_timeout).
     idle_since: Instant,
-    /// The linked server is being checked (server_check_query): hold the client's
-    /// requests until it answered.
-    checking: bool,
+    /// The linked server is being checked (server_check_query) until it answers or this
+    /// deadline passes: hold the client's requests meanwhile.
+    checking: Option<Instant>,
     cfg_generation: u64,
     /// Client messages being dropped after a cancel answered them (see Discard).
     discard: Option<forward::Discard>,
@@ -145,7 +145,7 @@ impl Session {
             xact_start: None,
             wait_start: None,
             idle_since: Instant::now(),
-            checking: false,
+            checking: None,
             cfg_generation,
             discard: None,
         };
@@ -309,7 +309,10 @@ impl Session {
     }
 
     fn pump_client(&mut self) -> bool {
-        if self.state != ClientState::Alive || self.client.rbuf.is_empty() || self.checking {
+        if self.state != ClientState::Alive
+            || self.client.rbuf.is_empty()
+            || self.checking.is_some()
+        {
             return false;
         }
         if self.server.is_some() && !self.published {

@@ -79,8 +79,8 @@ impl Session {
             self.cfg.pooler.max_prepared_statements as usize,
         );
         let moved = s.conn.rbuf.len() != before;
-        if self.checking && !s.tracker.has_internal() {
-            self.checking = false;
+        if self.checking.is_some() && !s.tracker.has_internal() {
+            self.checking = None;
         }
         if self.state == ClientState::Alive {
             let sent = self.client.wbuf.len().saturating_sub(client_before);
@@ -161,13 +161,13 @@ impl Session {
 
     /// The linked server died: tell the client (08006) and close it; free the slot.
     pub(super) fn server_lost(&mut self, why: &str, fatal: Option<ErrorFields>) {
-        if self.checking && self.state == ClientState::Alive {
+        if self.checking.is_some() && self.state == ClientState::Alive {
             // Nothing of the client's reached it: replace it silently.
             tracing::info!(
                 client = self.shared.id,
                 "server failed its check ({why}); replacing it"
             );
-            self.checking = false;
+            self.checking = None;
             self.drop_server();
             self.start_acquire();
             return;
