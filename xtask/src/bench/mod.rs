@@ -162,7 +162,16 @@ pub fn run(args: &[String]) -> Result<bool> {
             ebpf: Err(String::new()),
             backend: String::new(),
             workers: 0,
+            pgbouncer_prepared: false,
         };
+        env.pgbouncer_prepared = pgbouncer_has_prepared(&file.machine.pgbouncer);
+        if !env.pgbouncer_prepared {
+            file.notes.push(format!(
+                "select-prepared: {} has no max_prepared_statements (PgBouncer 1.21+): not run \
+                 against it",
+                file.machine.pgbouncer
+            ));
+        }
         probe_pooler(&mut env, &mut file)?;
         if o.profile {
             file.profile = Some(profile::run(&env, &out_dir, &stamp, o.quick)?);
@@ -330,4 +339,28 @@ fn run_line(r: &json::Run, target: &Target) -> String {
         r.foreign_cpu_pct,
         if r.ok { "" } else { " [pgbench exit not 0]" }
     )
+}
+
+/// Whether a `pgbouncer --version` line ("PgBouncer 1.18.0", ...) names 1.21 or later.
+fn pgbouncer_has_prepared(version: &str) -> bool {
+    let Some(v) = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+    else {
+        return false;
+    };
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 21)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pgbouncer_versions_with_prepared_statements() {
+        assert!(!super::pgbouncer_has_prepared("PgBouncer 1.18.0"));
+        assert!(super::pgbouncer_has_prepared("PgBouncer 1.21.0"));
+        assert!(super::pgbouncer_has_prepared("PgBouncer 1.25.2"));
+        assert!(!super::pgbouncer_has_prepared(""));
+    }
 }

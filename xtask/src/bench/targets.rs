@@ -56,6 +56,9 @@ pub struct Env {
     pub ebpf: Result<(), String>,
     pub backend: String,
     pub workers: u32,
+    /// PgBouncer has `max_prepared_statements` (1.21+): it can run `-M prepared` in
+    /// transaction mode.
+    pub pgbouncer_prepared: bool,
 }
 
 /// A pooler process (PgBouncer or ours) listening on 127.0.0.1:port.
@@ -211,9 +214,14 @@ impl Env {
                  pool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\n\
                  reserve_pool_size = {RESERVE_POOL_SIZE}\nreserve_pool_timeout = 5\n\
                  max_client_conn = {max_clients}\nignore_startup_parameters = extra_float_digits\n\
-                 log_connections = 0\nlog_disconnections = 0\n",
+                 log_connections = 0\nlog_disconnections = 0\n{prepared}",
                 pg = self.pg_port,
-                users = userlist.display()
+                users = userlist.display(),
+                prepared = if self.pgbouncer_prepared {
+                    "max_prepared_statements = 200\n"
+                } else {
+                    ""
+                }
             );
             std::fs::write(&ini, text)?;
             let mut cmd = Command::new(&self.pgbouncer_bin);

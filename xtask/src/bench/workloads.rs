@@ -69,7 +69,7 @@ pub fn catalogue(quick: bool, prepared: bool, notes: &mut Vec<String>) -> Vec<Wo
         ));
     }
     let clients = if quick { 100 } else { 500 };
-    if prepared {
+    if prepared || !quick {
         out.push(Workload {
             name: "select-prepared",
             title: format!(
@@ -83,9 +83,7 @@ pub fn catalogue(quick: bool, prepared: bool, notes: &mut Vec<String>) -> Vec<Wo
         });
     } else {
         notes.push(
-            "select-prepared (-M prepared, -j = -c) skipped: the pooler does not support prepared \
-             statements in transaction mode yet (--prepared runs it anyway)"
-                .into(),
+            "select-prepared (-M prepared, -j = -c) not in --quick (--prepared adds it)".into(),
         );
     }
     out
@@ -96,6 +94,15 @@ pub fn targets_for(wl: &Workload, env: &Env) -> Vec<Target> {
     let mut out = vec![Target::Direct(50)];
     if wl.clients != 50 {
         out.push(Target::Direct(wl.clients));
+    }
+    if wl.thread_per_client {
+        // Prepared mode: PgBouncer only where it has max_prepared_statements (1.21+), and
+        // our default configuration alone (500 pgbench threads make each run heavy).
+        if env.pgbouncer_prepared {
+            out.push(Target::PgBouncer);
+        }
+        out.extend(env.variants().into_iter().take(1).map(Target::Us));
+        return out;
     }
     out.push(Target::PgBouncer);
     out.extend(env.variants().into_iter().map(Target::Us));
