@@ -1,9 +1,11 @@
 //! Kernel-side stats (eBPF) against known traffic: N clients give exactly N passive opens
 //! and N closes, a 50 ms query shows as ~50 ms on both sides with a small pooler overhead,
-//! and dropped packets give the retransmit counts the kernel itself reports (ss).
+//! and dropped packets give the retransmit counts the kernel itself reports (ss); the same
+//! figures reach /metrics.
 
 mod common;
 use common::*;
+mod metrics_support;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -337,5 +339,79 @@ fn dropped_packets_give_the_kernels_retransmit_counts() {
         "retransmits {} (ss agrees); retransmitted requests not re-timed: {}",
         last.0,
         num(&stats, "dup_requests")
+    );
+}
+
+#[test]
+fn kernel_figures_reach_metrics() {
+    if !kernel_allows() {
+        return;
+    }
+    const DB: &str = "ebpf_metrics";
+    const N: u64 = 4;
+    Postgres::shared().create_database(DB);
+    let mport = free_port();
+    let pooler = Pooler::start(&metrics_support::config(mport, "").replace(
+        "default_pool_size = 5",
+        "default_pool_size = 5\nebpf = \"on\"",
+    ));
+    let scrape = || metrics_support::scrape(mport);
+    let side = |s: &str| metrics_support::labels(&[("side", s)]);
+    let value = |e: &metrics_support::Exposition, name: &str, s: &str| {
+        e.value(name, &side(s))
+            .unwrap_or_else(|| panic!("{name}{{side={s}}} missing"))
+    };
+    let established = "pooler_kernel_connections_established_total";
+    let closed = "pooler_kernel_connections_closed_total";
+    let count = "pooler_kernel_request_latency_seconds_count";
+    // The harness's readiness probes were connections too: start once they are closed.
+    let mut before = scrape();
+    assert!(wait_until(Duration::from_secs(10), || {
+        before = scrape();
+        value(&before, established, "client") == value(&before, closed, "client")
+    }));
+    assert_eq!(
+        before.value("pooler_kernel_active", &Default::default()),
+        Some(1.0)
+    );
+
+    let mut clients: Vec<RawClient> = (0..N).map(|_| login(&pooler, DB)).collect();
+    for c in &mut clients {
+        query_ok(c, "SELECT 1");
+    }
+    drop(clients);
+    let grew = |e: &metrics_support::Exposition, name: &str, s: &str| {
+        value(e, name, s) - value(&before, name, s)
+    };
+    let mut after = scrape();
+    let all_counted = wait_until(Duration::from_secs(10), || {
+        after = scrape();
+        grew(&after, closed, "client") >= N as f64
+    });
+    assert!(all_counted, "client closes never reached /metrics");
+    // The scrapes themselves are not counted: the programs skip the metrics_addr port.
+    assert_eq!(grew(&after, established, "client"), N as f64);
+    assert_eq!(grew(&after, closed, "client"), N as f64);
+    assert!(value(&after, established, "server") >= 1.0);
+    // Login and SELECT 1 at least, per client; the server side saw the SELECTs.
+    assert!(grew(&after, "pooler_kernel_requests_total", "client") >= 2.0 * N as f64);
+    assert!(grew(&after, count, "client") >= 2.0 * N as f64);
+    assert!(grew(&after, count, "server") >= N as f64);
+    let sum = value(
+        &after,
+        "pooler_kernel_request_latency_seconds_sum",
+        "client",
+    );
+    assert!(sum > 0.0 && sum < 60.0, "latency sum {sum} s");
+    for name in [
+        "pooler_kernel_map_full_total",
+        "pooler_kernel_ring_full_total",
+    ] {
+        assert_eq!(after.value(name, &Default::default()), Some(0.0), "{name}");
+    }
+    assert!(
+        after
+            .value("pooler_kernel_overhead_seconds", &Default::default())
+            .is_some()
     );
 }

@@ -17,6 +17,9 @@
 /* Set by the loader (EbpfLoader::override_global). Being const, the verifier prunes the
  * RTT branch away when sampling is off. */
 const volatile __u8 rtt_sampling = 0;
+/* Local port of a listener in the pooler's cgroup that is not a client listener (the
+ * monitoring HTTP listener): connections accepted there are not tracked. 0 = none. */
+const volatile __u16 ignored_port = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -158,6 +161,8 @@ int pooler_sockops(struct bpf_sock_ops *skops)
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		if (ignored_port && skops->local_port == ignored_port)
+			return 1;
 		on_established(skops, POOLER_SIDE_CLIENT);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:

@@ -66,6 +66,9 @@ pub enum LoadError {
 pub struct Options {
     /// Turn on the RTT callback (it fires on nearly every ACK).
     pub rtt_sampling: bool,
+    /// Connections accepted on this local port are not tracked (the monitoring
+    /// listener); 0 = none.
+    pub ignored_port: u16,
     /// Capacity of the live-connection map.
     pub max_connections: u32,
     /// Pin the maps in this bpffs directory.
@@ -192,6 +195,7 @@ fn open_object(opts: &Options) -> Result<Ebpf, LoadError> {
     let rtt = u8::from(opts.rtt_sampling);
     let mut loader = EbpfLoader::new();
     loader.override_global("rtt_sampling", &rtt, true);
+    loader.override_global("ignored_port", &opts.ignored_port, true);
     if opts.max_connections > 0 {
         loader.map_max_entries(MAP_CONNS, opts.max_connections);
     }

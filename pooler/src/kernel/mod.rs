@@ -10,6 +10,7 @@ mod rows;
 
 use std::{collections::HashMap, sync::Mutex};
 
+pub use pooler_ebpf::Hist;
 pub use rows::{ConnRow, LatencyRow, StatsRow};
 
 use crate::{
@@ -70,6 +71,7 @@ impl Kernel {
         }
         let opts = Options {
             rtt_sampling: g.ebpf_rtt_samples,
+            ignored_port: metrics_port(&g.metrics_addr),
             max_connections: map_capacity(g.max_client_conn),
             pin_path: g.ebpf_pin_path.clone(),
         };
@@ -223,6 +225,14 @@ impl Kernel {
         }
     }
 
+    /// The client-side and server-side latency histograms; Err(reason) when eBPF is off.
+    pub fn histograms(&self) -> Result<[Hist; 2], String> {
+        match &*self.lock() {
+            State::Off(r) => Err(r.clone()),
+            State::Active { loaded, .. } => loaded.histograms(),
+        }
+    }
+
     /// SHOW KERNEL_LATENCY rows; Err(reason) when eBPF is off.
     pub fn latency(&self) -> Result<Vec<LatencyRow>, String> {
         match &*self.lock() {
@@ -234,6 +244,15 @@ impl Kernel {
     }
 }
 
+/// The port of `metrics_addr` ("host:port", checked when the config was read), 0 if off:
+/// scrapes are not the pooler's clients.
+fn metrics_port(addr: &str) -> u16 {
+    addr.trim()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Live-connection map size: every client the pooler admits plus as many servers, and
 /// room for connections still closing or not yet admitted.
 fn map_capacity(max_client_conn: u32) -> u32 {
@@ -241,4 +260,15 @@ fn map_capacity(max_client_conn: u32) -> u32 {
         .saturating_mul(2)
         .saturating_add(4096)
         .min(1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_port_of_metrics_addr() {
+        assert_eq!(super::metrics_port("127.0.0.1:9127"), 9127);
+        assert_eq!(super::metrics_port(" [::1]:9128 "), 9128);
+        assert_eq!(super::metrics_port("localhost:9129"), 9129);
+        assert_eq!(super::metrics_port(""), 0);
+    }
 }

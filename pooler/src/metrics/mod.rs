@@ -7,6 +7,7 @@ mod exporter;
 mod health;
 mod histogram;
 mod http;
+mod kernel;
 mod prometheus;
 
 use std::{

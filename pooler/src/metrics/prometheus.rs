@@ -69,6 +69,7 @@ pub(super) fn render(app: &App) -> String {
     let mut out = Out(String::with_capacity(16 * 1024));
     exporter::families(&mut out, app, &snap);
     pooler_families(&mut out, app);
+    super::kernel::families(&mut out, app);
     out.0
 }
 
