@@ -24,6 +24,10 @@ pub struct App {
     pub workers: Box<[crate::metrics::WorkerStats]>,
     /// Kernel-side socket statistics (eBPF), or why there are none.
     pub kernel: crate::kernel::Kernel,
+    /// SUSPEND: sessions flush what they owe and then read nothing until RESUME.
+    pub(crate) suspended: std::sync::atomic::AtomicBool,
+    /// When a session that has not flushed by then is dropped (suspend_timeout).
+    pub(crate) suspend_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl App {
@@ -42,6 +46,8 @@ impl App {
             periodic: Default::default(),
             workers,
             kernel: Default::default(),
+            suspended: Default::default(),
+            suspend_deadline: Mutex::new(None),
         })
     }
 
@@ -69,6 +75,18 @@ impl App {
         *self.auth_file.write().unwrap_or_else(|e| e.into_inner()) = auth_file.map(Arc::new);
         self.config_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether SUSPEND has waited suspend_timeout for the sessions to flush.
+    pub fn suspend_expired(&self) -> bool {
+        self.suspend_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| std::time::Instant::now() >= d)
     }
 
     pub fn auth_file(&self) -> Option<Arc<AuthFile>> {

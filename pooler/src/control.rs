@@ -2,7 +2,10 @@
 //! PAUSE/RESUME, DISABLE/ENABLE, RECONNECT, KILL, KILL_CLIENT. Each takes effect at once;
 //! the ones that wait (PAUSE, WAIT_CLOSE) expose a "done?" check for the caller to await.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{Arc, atomic::Ordering},
+};
 
 use crate::{
     app::App,
@@ -298,9 +301,56 @@ impl App {
         }
     }
 
-    /// SUSPEND: flush and stop all traffic (for an online restart).
+    /// SUSPEND (PgBouncer's): every client session flushes what it already owes to its
+    /// client and server, then reads nothing from either until RESUME. Console sessions
+    /// carry on, so RESUME can be sent.
     pub fn suspend(&self) -> Result<(), String> {
-        Err("SUSPEND is not supported: the pooler cannot hand its sockets to a new process; use so_reuseport for rolling restarts".into())
+        if self.suspended.swap(true, Ordering::AcqRel) {
+            return Err("already suspended".into());
+        }
+        let timeout = self.config().pooler.suspend_timeout;
+        *self
+            .suspend_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
+        for c in self.clients.all() {
+            c.parked.store(false, Ordering::SeqCst);
+            c.wake();
+        }
+        Ok(())
+    }
+
+    /// SUSPEND is complete when every client session has flushed its buffers and parked.
+    /// Once suspend_timeout has passed, the sessions still flushing are woken to drop
+    /// their connections.
+    pub fn suspend_done(&self) -> bool {
+        let expired = self.suspend_expired();
+        let mut done = true;
+        for c in self.clients.all() {
+            if c.pool.get().is_some() && !c.parked.load(Ordering::SeqCst) {
+                done = false;
+                if expired {
+                    c.wake();
+                }
+            }
+        }
+        done
+    }
+
+    /// RESUME after SUSPEND: sessions read again. False when the pooler was not suspended.
+    pub fn unsuspend(&self) -> bool {
+        if !self.suspended.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        *self
+            .suspend_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        for c in self.clients.all() {
+            c.wake();
+        }
+        true
     }
 }
 

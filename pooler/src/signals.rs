@@ -1,7 +1,7 @@
 //! Signals with PgBouncer's meaning, handled on a dedicated thread (every other thread
 //! has them blocked): SIGHUP reload; SIGTERM stop accepting and exit when the last client
 //! leaves (a second SIGTERM: exit now); SIGINT stop accepting, exit once every server is
-//! released; SIGQUIT exit now.
+//! released; SIGQUIT exit now; SIGUSR1 PAUSE; SIGUSR2 RESUME (after PAUSE or SUSPEND).
 
 use std::sync::Arc;
 
@@ -13,7 +13,14 @@ pub fn block() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -45,6 +52,21 @@ pub fn spawn(app: Arc<App>, set: libc::sigset_t) -> std::io::Result<()> {
                             Err(e) => tracing::error!(
                                 "SIGHUP: reload failed, keeping the running configuration: {e}"
                             ),
+                        }
+                        continue;
+                    }
+                    libc::SIGUSR1 => {
+                        match app.pause(None) {
+                            Ok(()) => tracing::info!("SIGUSR1: paused"),
+                            Err(e) => tracing::error!("SIGUSR1: pause failed: {e}"),
+                        }
+                        continue;
+                    }
+                    libc::SIGUSR2 => {
+                        app.unsuspend();
+                        match app.resume(None) {
+                            Ok(()) => tracing::info!("SIGUSR2: resumed"),
+                            Err(e) => tracing::error!("SIGUSR2: resume failed: {e}"),
                         }
                         continue;
                     }

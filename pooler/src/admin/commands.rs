@@ -190,8 +190,17 @@ pub async fn execute(cmd: &Command, ctx: &Ctx<'_>) -> Result<Reply, Failure> {
             wait_for(ctx, || app.pause_done(db.as_deref())).await?;
             Ok(Reply::tag("PAUSE"))
         }
-        Command::Resume(db) => done(app.resume(db.as_deref()), "RESUME"),
-        Command::Suspend => done(app.suspend(), "SUSPEND"),
+        Command::Resume(db) => {
+            if db.is_none() {
+                app.unsuspend();
+            }
+            done(app.resume(db.as_deref()), "RESUME")
+        }
+        Command::Suspend => {
+            app.suspend().map_err(control_error)?;
+            wait_for(ctx, || app.suspend_done()).await?;
+            Ok(Reply::tag("SUSPEND"))
+        }
         Command::Disable(db) => {
             not_admin_db("disable", Some(db))?;
             done(app.disable(db), "DISABLE")

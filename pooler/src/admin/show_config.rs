@@ -209,6 +209,7 @@ fn value(cfg: &Config, key: &str) -> Option<String> {
         "so_reuseport" => flag(g.so_reuseport),
         "stats_period" => secs(g.stats_period),
         "stats_users" => g.stats_users.join(","),
+        "suspend_timeout" => secs(g.suspend_timeout),
         "tcp_keepalive" => flag(g.tcp_keepalive),
         "tcp_keepcnt" => g.tcp_keepcnt.to_string(),
         "tcp_keepidle" => secs(g.tcp_keepidle),

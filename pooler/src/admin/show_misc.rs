@@ -125,13 +125,13 @@ pub fn version() -> Vec<VersionRow> {
     }]
 }
 
-/// SHOW STATE. SUSPEND is not supported, so "suspended" is always "no".
+/// SHOW STATE.
 pub fn state(snap: &Snapshot) -> Vec<KeyValueRow> {
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     vec![
         KeyValueRow {
             key: "active".into(),
-            value: yes_no(!snap.paused_all),
+            value: yes_no(!snap.paused_all && !snap.suspended),
         },
         KeyValueRow {
             key: "paused".into(),
@@ -139,7 +139,7 @@ pub fn state(snap: &Snapshot) -> Vec<KeyValueRow> {
         },
         KeyValueRow {
             key: "suspended".into(),
-            value: yes_no(false),
+            value: yes_no(snap.suspended),
         },
     ]
 }

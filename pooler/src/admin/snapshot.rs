@@ -88,6 +88,7 @@ pub struct Snapshot {
     pub disabled: BTreeSet<String>,
     /// Connections admitted but not logged in yet.
     pub logging_in: u32,
+    pub suspended: bool,
 }
 
 /// "1.2.3.4:5" or "[::1]:5" -> ("1.2.3.4", 5); anything else (a Unix socket) -> (s, 0).
@@ -183,6 +184,7 @@ impl Snapshot {
             paused,
             disabled,
             logging_in,
+            suspended: app.is_suspended(),
         }
     }
 
@@ -198,6 +200,7 @@ impl Snapshot {
             paused: BTreeSet::new(),
             disabled: BTreeSet::new(),
             logging_in: 0,
+            suspended: false,
         }
     }
 

@@ -76,6 +76,8 @@ pub struct ClientShared {
     kill_flag: AtomicBool,
     waker: AtomicWaker,
     pub pool: OnceLock<Arc<Pool>>,
+    /// Set by the session once it has flushed everything under SUSPEND.
+    pub parked: AtomicBool,
 }
 
 fn pack(pid: i32, secret: i32) -> u64 {
@@ -143,6 +145,11 @@ impl ClientShared {
             *k = Some(reason.to_string());
         }
         self.kill_flag.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Wakes the session (SUSPEND and RESUME).
+    pub fn wake(&self) {
         self.waker.wake();
     }
 
@@ -278,6 +285,7 @@ impl ClientRegistry {
                 kill_flag: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 pool: OnceLock::new(),
+                parked: AtomicBool::new(false),
             });
             c.state.set_client(ClientState::Active);
             shard.insert(pid, c.clone());

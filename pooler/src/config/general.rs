@@ -15,7 +15,7 @@ use super::{
 const SECTIONS: [&str; 3] = ["pooler", "databases", "users"];
 
 /// Every key `[pooler]` accepts.
-pub(super) const GENERAL_KEYS: [&str; 55] = [
+pub(super) const GENERAL_KEYS: [&str; 56] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -42,6 +42,7 @@ pub(super) const GENERAL_KEYS: [&str; 55] = [
     "server_lifetime",
     "server_connect_timeout",
     "server_login_retry",
+    "suspend_timeout",
     "query_timeout",
     "query_wait_timeout",
     "client_idle_timeout",
@@ -75,7 +76,7 @@ pub(super) const GENERAL_KEYS: [&str; 55] = [
 
 /// PgBouncer 1.25.2 settings this pooler does not implement. They get a clearer refusal than
 /// "unknown key", because operators migrating an ini file will meet them.
-const PGBOUNCER_ONLY_KEYS: [&str; 50] = [
+const PGBOUNCER_ONLY_KEYS: [&str; 49] = [
     "auth_dbname",
     "auth_hba_file",
     "auth_ident_file",
@@ -117,7 +118,6 @@ const PGBOUNCER_ONLY_KEYS: [&str; 50] = [
     "server_tls_key_file",
     "server_tls_protocols",
     "server_tls_sslmode",
-    "suspend_timeout",
     "syslog",
     "syslog_facility",
     "syslog_ident",
@@ -258,6 +258,7 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
             "server_lifetime" => set!(g.server_lifetime, c.duration(key, v)),
             "server_connect_timeout" => set!(g.server_connect_timeout, c.duration(key, v)),
             "server_login_retry" => set!(g.server_login_retry, c.duration(key, v)),
+            "suspend_timeout" => set!(g.suspend_timeout, c.duration(key, v)),
             "query_timeout" => set!(g.query_timeout, c.duration(key, v)),
             "query_wait_timeout" => set!(g.query_wait_timeout, c.duration(key, v)),
             "client_idle_timeout" => set!(g.client_idle_timeout, c.duration(key, v)),

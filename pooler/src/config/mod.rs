@@ -201,6 +201,8 @@ pub struct General {
     pub server_lifetime: Duration,
     pub server_connect_timeout: Duration,
     pub server_login_retry: Duration,
+    /// SUSPEND waits this long for a client's buffers to flush, then drops the client.
+    pub suspend_timeout: Duration,
     pub query_timeout: Duration,
     pub query_wait_timeout: Duration,
     pub client_idle_timeout: Duration,
@@ -277,6 +279,7 @@ impl Default for General {
             server_lifetime: secs(3600),
             server_connect_timeout: secs(15),
             server_login_retry: secs(15),
+            suspend_timeout: secs(10),
             query_timeout: secs(0),
             query_wait_timeout: secs(120),
             client_idle_timeout: secs(0),

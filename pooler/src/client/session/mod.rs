@@ -193,6 +193,9 @@ impl Session {
             self.phase = Phase::Idle;
             self.fatal(sqlstate::ADMIN_SHUTDOWN, &reason, None);
         }
+        if self.app.is_suspended() {
+            return self.poll_suspended(cx);
+        }
         loop {
             let mut progress = false;
             progress |= self.poll_client_recv(cx);
@@ -210,6 +213,36 @@ impl Session {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Under SUSPEND: send what is already owed to the client and the server, read
+    /// nothing, then report the session parked; RESUME wakes it.
+    fn poll_suspended(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        while self.poll_flush(cx) {
+            if let Some(end) = self.finished() {
+                return Poll::Ready(End(end));
+            }
+        }
+        if let Some(end) = self.finished() {
+            return Poll::Ready(End(end));
+        }
+        let client_flushed = self.state == ClientState::Gone || self.client.send_backlog() == 0;
+        let server_flushed = self
+            .server
+            .as_ref()
+            .is_none_or(|s| s.conn.send_backlog() == 0);
+        let parked = client_flushed && server_flushed;
+        if !parked && self.app.suspend_expired() {
+            // suspend_timeout: PgBouncer drops a connection that cannot be flushed. Its
+            // server cannot be cleaned up while suspended, so it is closed too.
+            self.client_gone("suspend_timeout: pending output could not be sent");
+            self.drop_server();
+            return Poll::Ready(End(self.end.take().unwrap_or_default()));
+        }
+        self.shared
+            .parked
+            .store(parked, std::sync::atomic::Ordering::SeqCst);
+        Poll::Pending
     }
 
     /// The session is over when the client is gone and no server remains to clean up.

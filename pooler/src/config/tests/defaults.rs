@@ -8,7 +8,7 @@ use super::{parse, pooler};
 /// Rows of SHOW CONFIG (key, default) of PgBouncer 1.25.2 for the keys we support, copied from
 /// shared/docs/pgbouncer-console.md (beside the checkout). Two rows are garbled there by commas inside values
 /// (admin_users, auth_query); admin_users' real default is empty, as PgBouncer documents.
-const PGBOUNCER_DEFAULTS: [(&str, &str); 47] = [
+const PGBOUNCER_DEFAULTS: [(&str, &str); 48] = [
     ("admin_users", ""),
     ("application_name_add_host", "0"),
     ("auth_file", ""),
@@ -48,6 +48,7 @@ const PGBOUNCER_DEFAULTS: [(&str, &str); 47] = [
     ("so_reuseport", "0"),
     ("stats_period", "60"),
     ("stats_users", ""),
+    ("suspend_timeout", "10"),
     ("tcp_keepalive", "1"),
     ("tcp_keepcnt", "0"),
     ("tcp_keepidle", "0"),
@@ -116,6 +117,7 @@ fn render(g: &General, key: &str) -> Option<String> {
         "so_reuseport" => flag(g.so_reuseport),
         "stats_period" => secs(g.stats_period),
         "stats_users" => list(&g.stats_users),
+        "suspend_timeout" => secs(g.suspend_timeout),
         "tcp_keepalive" => flag(g.tcp_keepalive),
         "tcp_keepcnt" => g.tcp_keepcnt.to_string(),
         "tcp_keepidle" => secs(g.tcp_keepidle),
