@@ -17,11 +17,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test [--no-lint] [--no-fuzz] [--no-load] [-- ARGS...]
+  test [--no-lint] [--no-fuzz] [--no-load] [--no-bench] [-- ARGS...]
         install missing system packages (PostgreSQL 15 server and client, procps), then
         cargo fmt --check, cargo clippy -D warnings, cargo test --workspace ARGS...,
         each cargo-fuzz target of pooler/fuzz for 20 s (when a nightly toolchain is there),
-        and the pgbench load acceptance through the release pooler
+        the pgbench load acceptance through the release pooler, and cargo xtask bench
+        --quick end to end (figures printed, not asserted)
   demo  start a temporary PostgreSQL and the pooler in front of it; Ctrl-C stops both
   bench [--quick] [--profile] [--prepared] [--filter W[,W..]] [--rounds N] [--duration S]
         [--idle-clients N] | --compare A.json B.json | --report A.json

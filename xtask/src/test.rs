@@ -1,4 +1,5 @@
-//! cargo xtask test: system packages, fmt, clippy, cargo test, a short fuzz run, then the pgbench load acceptance through the pooler.
+//! cargo xtask test: system packages, fmt, clippy, cargo test, a short fuzz run, the pgbench
+//! load acceptance through the pooler, and `cargo xtask bench --quick` end to end.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,6 +30,7 @@ pub fn run(args: &[String]) -> Result<bool> {
     let mut lint = true;
     let mut load = true;
     let mut fuzz = true;
+    let mut bench = true;
     let mut test_args: Vec<String> = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -36,6 +38,7 @@ pub fn run(args: &[String]) -> Result<bool> {
             "--no-lint" => lint = false,
             "--no-load" => load = false,
             "--no-fuzz" => fuzz = false,
+            "--no-bench" => bench = false,
             "--" => test_args.extend(rest.by_ref().cloned()),
             other => bail!("xtask test: unknown argument {other:?} (see cargo xtask help)"),
         }
@@ -99,6 +102,16 @@ pub fn run(args: &[String]) -> Result<bool> {
     step("fuzz (short run)", no_fuzz, &mut fuzz_run);
     let no_load = if !load { Some("--no-load") } else { no_deps };
     step("load acceptance", no_load, &mut load_acceptance);
+    let no_bench = if !bench { Some("--no-bench") } else { no_deps };
+    step("bench --quick", no_bench, &mut || {
+        // End to end only: the figures are printed, never asserted; a run that fails or
+        // loses transactions through our pooler fails the step.
+        if crate::bench::run(&["--quick".to_string()])? {
+            Ok(())
+        } else {
+            bail!("cargo xtask bench --quick: a run failed or lost transactions")
+        }
+    });
 
     println!("\n== xtask test: summary");
     let mut failed = 0;

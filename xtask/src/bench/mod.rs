@@ -173,10 +173,11 @@ pub fn run(args: &[String]) -> Result<bool> {
             ));
         }
         probe_pooler(&mut env, &mut file)?;
+        let mut failed_runs = Vec::new();
         if o.profile {
             file.profile = Some(profile::run(&env, &out_dir, &stamp, o.quick)?);
         } else {
-            run_workloads(&o, &env, &cluster, &mut file, &json_path)?;
+            failed_runs = run_workloads(&o, &env, &cluster, &mut file, &json_path)?;
             let idle_wanted = o.filter.is_empty() || o.filter.iter().any(|f| f == "idle");
             if o.idle_clients > 0 && idle_wanted {
                 println!(
@@ -208,7 +209,12 @@ pub fn run(args: &[String]) -> Result<bool> {
             println!("tables:  {}", md.display());
         }
         println!("({:.0} s)", started.elapsed().as_secs_f64());
-        Ok(true)
+        let mut broken = failed_runs;
+        broken.extend(broken_runs(&file));
+        for b in &broken {
+            eprintln!("xtask bench: {b}");
+        }
+        Ok(broken.is_empty())
     })();
     drop(cluster);
     let _ = std::fs::remove_dir_all(&work);
@@ -259,7 +265,8 @@ fn run_workloads(
     cluster: &Cluster,
     file: &mut BenchFile,
     json_path: &std::path::Path,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut failed_runs = Vec::new();
     let bench = Bench {
         env,
         data_dir: cluster.data_dir.clone(),
@@ -302,6 +309,7 @@ fn run_workloads(
                     Err(e) => {
                         let msg = format!("{} round {round}, {}: {e:#}", wl.name, target.name());
                         eprintln!("{label} FAILED: {e:#}");
+                        failed_runs.push(format!("run failed: {msg}"));
                         file.notes.push(msg);
                     }
                 }
@@ -312,7 +320,7 @@ fn run_workloads(
         file.workloads.push(result);
         json::save(file, json_path)?;
     }
-    Ok(())
+    Ok(failed_runs)
 }
 
 fn run_line(r: &json::Run, target: &Target) -> String {
@@ -339,6 +347,28 @@ fn run_line(r: &json::Run, target: &Target) -> String {
         r.foreign_cpu_pct,
         if r.ok { "" } else { " [pgbench exit not 0]" }
     )
+}
+
+/// Runs of our pooler that lost transactions or clients: with runs that could not be
+/// done at all, what makes the bench itself fail (for `cargo xtask test`). Slow figures
+/// never do.
+fn broken_runs(file: &BenchFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for wl in &file.workloads {
+        for t in wl.targets.iter().filter(|t| t.name.starts_with("us")) {
+            for r in t
+                .runs
+                .iter()
+                .filter(|r| !r.ok || r.failed > 0 || r.aborted_clients > 0)
+            {
+                out.push(format!(
+                    "{} round {}, {}: {} failed transactions, {} aborted clients",
+                    wl.name, r.round, t.name, r.failed, r.aborted_clients
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Whether a `pgbouncer --version` line ("PgBouncer 1.18.0", ...) names 1.21 or later.
