@@ -1,4 +1,4 @@
-//! Named prepared statements shared by clients over a small pool: per-client names, one server statement per text, following a client to another server, DEALLOCATE/DISCARD, eviction, the per-client cap, session mode.
+//! Named prepared statements shared by clients over a small pool: per-client names, one server statement per text, following a client to another server, DEALLOCATE/DISCARD, eviction, the per-client cap, session and statement mode.
 
 mod common;
 use common::*;
@@ -412,4 +412,31 @@ fn show_clients_and_servers_count_prepared_statements() {
     let mine: Vec<_> = servers.iter().filter(|r| r["database"] == DB).collect();
     assert_eq!(mine.len(), 1, "{servers:?}");
     assert_eq!(mine[0]["prepared_statements"], "3", "{servers:?}");
+}
+
+/// Statement mode releases the server after every statement: named statements still
+/// follow their client, over one server shared by two clients.
+#[test]
+fn statement_mode_keeps_each_clients_statements() {
+    const DB: &str = "prep_share_statement";
+    Postgres::shared().create_database(DB);
+    let pooler = Pooler::start(
+        &TRUST_TRANSACTION_CONFIG
+            .replace("pool_mode = \"transaction\"", "pool_mode = \"statement\"")
+            .replace("default_pool_size = 5", "default_pool_size = 1"),
+    );
+    let (mut a, mut b) = (login(&pooler, DB), login(&pooler, DB));
+    parse_ok(&mut a, "q", "SELECT 'a:' || $1::text");
+    parse_ok(&mut b, "q", "SELECT 'b:' || $1::text");
+    ok(&mut a, "PREPARE p AS SELECT 'a'");
+    ok(&mut b, "PREPARE p AS SELECT 'b'");
+    for i in 0..10 {
+        let i = i.to_string();
+        assert_eq!(value(&mut b, "q", &[&i]), format!("b:{i}"));
+        assert_eq!(value(&mut a, "q", &[&i]), format!("a:{i}"));
+        assert_eq!(sql(&mut a, "EXECUTE p"), "a");
+        assert_eq!(sql(&mut b, "EXECUTE p"), "b");
+    }
+    // One server: the two clients' statements live on it under the pooler's names.
+    assert!(stat(&pooler, DB, "total_server_parse_count") >= 2);
 }
