@@ -313,6 +313,10 @@ fn dropped_packets_give_the_kernels_retransmit_counts() {
     let mut client = login(&pooler, "ebpf_retrans");
     query_ok(&mut client, "SELECT 1");
     let id = ids_of(&mut console, "SHOW CLIENTS", "ebpf_retrans")[0];
+    let requests_before = num(
+        &kernel_row(&mut console, "SHOW KERNEL_CLIENTS", id),
+        "requests",
+    );
     {
         let _dropper = PacketDropper::install(pooler.port, 20);
         for _ in 0..30 {
@@ -320,6 +324,12 @@ fn dropped_packets_give_the_kernels_retransmit_counts() {
         }
     }
     let row = kernel_row(&mut console, "SHOW KERNEL_CLIENTS", id);
+    // Retransmitted segments (requests whose ACK was lost, replies) start no new request.
+    assert_eq!(
+        num(&row, "requests") - requests_before,
+        30,
+        "30 queries under 20% loss: {row:?}"
+    );
     let peer_port = num(&row, "port") as u16;
     let mut last = (0, None);
     let agree = wait_until(Duration::from_secs(10), || {
