@@ -83,6 +83,17 @@ pub fn run(args: &[String]) -> Result<bool> {
     if !args.is_empty() {
         bail!("xtask demo takes no arguments");
     }
+    // What the demo runs, installed from apt when missing (as root).
+    let mut missing = Vec::new();
+    if !crate::pg::bin_dir().join("initdb").is_file() {
+        missing.push("postgresql-15");
+    }
+    if !crate::in_path("psql") {
+        missing.push("postgresql-client-15");
+    }
+    if !missing.is_empty() {
+        crate::bench::apt_install(&missing)?;
+    }
     let bin = build_release_pooler()?;
     let (tx, rx) = mpsc::channel();
     forward_signals(tx.clone())?;

@@ -92,7 +92,13 @@ pub fn run(args: &[String]) -> Result<bool> {
     });
     let no_deps = (!deps_ok).then_some("system packages missing");
     step("cargo test", no_deps, &mut || {
-        run_cmd(cargo().args(["test", "--workspace"]).args(&test_args))
+        // Driver scenarios fail rather than skip when a driver cannot be installed.
+        run_cmd(
+            cargo()
+                .args(["test", "--workspace"])
+                .args(&test_args)
+                .env("POOLER_TEST_REQUIRE_DRIVERS", "1"),
+        )
     });
     let no_fuzz = if fuzz {
         fuzz_ready()
@@ -213,7 +219,7 @@ fn fuzz_run() -> Result<()> {
 }
 
 /// Debian packages for what the tests run, installed only when missing.
-fn install_missing_packages() -> Result<()> {
+pub fn install_missing_packages() -> Result<()> {
     let mut missing: Vec<&str> = Vec::new();
     if !pg::bin_dir().join("initdb").is_file() {
         missing.push("postgresql-15");
@@ -239,9 +245,30 @@ fn install_missing_packages() -> Result<()> {
     if !in_path("ss") {
         missing.push("iproute2");
     }
+    // The driver scenarios: psycopg 3 and asyncpg are pip-installed by the tests, pg by
+    // npm, pgjdbc is Debian's jar compiled against with javac.
+    let python_has_pip = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !python_has_pip {
+        missing.push("python3-pip");
+    }
+    if !in_path("node") || !in_path("npm") {
+        missing.extend(["nodejs", "npm"]);
+    }
+    if !in_path("java") || !in_path("javac") {
+        missing.push("default-jdk-headless");
+    }
+    if !Path::new("/usr/share/java/postgresql.jar").is_file() {
+        missing.push("libpostgresql-jdbc-java");
+    }
     if missing.is_empty() {
         println!(
-            "all present: PostgreSQL 15 server and client, procps, clang, libbpf-dev, nftables, iproute2"
+            "all present: PostgreSQL 15 server and client, procps, clang, libbpf-dev, nftables, \
+             iproute2, pip, node and npm, a JDK, pgjdbc"
         );
         return Ok(());
     }

@@ -6,6 +6,7 @@ mod json;
 mod profile;
 mod report;
 mod setup;
+pub(crate) use setup::apt_install;
 mod sys;
 mod targets;
 mod workloads;
