@@ -1,6 +1,6 @@
 //! Monitoring endpoints: /metrics parsed strictly (the exporter's names, labels and types;
-//! counters that follow a known workload), /healthz through a SIGTERM shutdown, and /readyz
-//! naming a database that cannot be reached.
+//! counters that follow a known workload) and by prometheus_client's own parser, /healthz
+//! through a SIGTERM shutdown, and /readyz naming a database that cannot be reached.
 
 mod common;
 use common::*;
@@ -304,4 +304,57 @@ fn readyz_names_an_unreachable_database() {
         "{body}"
     );
     assert!(body.contains(&format!("{DB}: ok")), "{body}");
+}
+
+const PARSE: &str = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=20).read().decode()
+families = {f.name: f for f in text_string_to_metric_families(text)}
+print("FAMILIES", len(families))
+for name in sys.argv[2:]:
+    f = families.get(name)
+    print("FAMILY", name, f.type if f else "missing", len(f.samples) if f else 0)
+"#;
+
+#[test]
+fn prometheus_clients_parser_reads_metrics() {
+    const DB: &str = "metrics_parser";
+    let driver = match prometheus_client() {
+        Ok(d) => d,
+        Err(why) => return skip("prometheus_clients_parser_reads_metrics", &why),
+    };
+    Postgres::shared().create_database(DB);
+    let mport = free_port();
+    let pooler = Pooler::start(&config(mport, ""));
+    let (mut c, _) = RawClient::login_trust(pooler.port, "postgres", DB);
+    assert!(!c.query("SELECT 1").iter().any(Msg::is_error));
+    // The parser drops a counter's _total suffix from its family name.
+    let families = [
+        ("pgbouncer_up", "gauge"),
+        ("pgbouncer_pools_client_active_connections", "gauge"),
+        ("pgbouncer_stats_queries_pooled", "counter"),
+        ("pooler_pool_wait_seconds", "histogram"),
+        ("pooler_worker_accepted_connections", "counter"),
+    ];
+    let mut args = vec![format!("http://127.0.0.1:{mport}/metrics")];
+    args.extend(families.iter().map(|(n, _)| n.to_string()));
+    let out = driver
+        .run("parse.py", PARSE, &args)
+        .unwrap_or_else(|e| panic!("prometheus_client could not parse /metrics: {e}"));
+    let count: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("FAMILIES "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(count >= 30, "{out}");
+    for (name, kind) in families {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("FAMILY {name} ")))
+            .unwrap_or_else(|| panic!("{name}: {out}"));
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts[2], kind, "{line}");
+        assert!(parts[3].parse::<usize>().unwrap() >= 1, "{line}");
+    }
 }

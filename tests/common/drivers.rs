@@ -159,6 +159,14 @@ pub fn psycopg() -> Result<Driver, String> {
     once(&CELL, || python_with("psycopg", "psycopg[binary]"))
 }
 
+/// prometheus_client, for its exposition-format parser.
+pub fn prometheus_client() -> Result<Driver, String> {
+    static CELL: OnceLock<Result<Driver, String>> = OnceLock::new();
+    once(&CELL, || {
+        python_with("prometheus_client", "prometheus_client")
+    })
+}
+
 /// asyncpg.
 pub fn asyncpg() -> Result<Driver, String> {
     static CELL: OnceLock<Result<Driver, String>> = OnceLock::new();

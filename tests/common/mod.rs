@@ -8,7 +8,9 @@ mod raw;
 
 // Scenario files use only some of these.
 #[allow(unused_imports)]
-pub use drivers::{Driver, admin_number, admin_rows, asyncpg, node_pg, pgjdbc, psycopg, skip};
+pub use drivers::{
+    Driver, admin_number, admin_rows, asyncpg, node_pg, pgjdbc, prometheus_client, psycopg, skip,
+};
 #[allow(unused_imports)]
 pub use pooler::{PgbenchResult, Pooler, TRUST_TRANSACTION_CONFIG, run_pgbench};
 #[allow(unused_imports)]
