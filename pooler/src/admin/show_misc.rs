@@ -179,7 +179,10 @@ pub fn lists(snap: &Snapshot) -> Vec<ListRow> {
 /// SHOW MEM, for our own object kinds: `size` is the size of one record, `used` how many
 /// exist, `memtotal` = size * used. Our records come from the general allocator, not
 /// slabs, so `free` is 0; strings and buffers the records point to are not counted, except
-/// `iobuf`, estimated as one pkt_buf-sized receive buffer per connection.
+/// `iobuf`, estimated as one pkt_buf-sized receive buffer per connection. A last row,
+/// `malloc`, is the allocator's own account of everything (glibc's mallinfo2): `size` is
+/// 1024, `used` and `free` are KiB in use and KiB held free, `memtotal` the bytes it got
+/// from the system.
 pub fn mem(snap: &Snapshot) -> Vec<MemRow> {
     use std::mem::size_of;
     let servers: usize = snap.pools.iter().map(|p| p.servers.len()).sum();
@@ -220,7 +223,28 @@ pub fn mem(snap: &Snapshot) -> Vec<MemRow> {
         free: 0,
         memtotal: size.saturating_mul(used).min(i32::MAX as usize) as i64,
     })
+    .chain(malloc_row())
     .collect()
+}
+
+/// glibc's figures for the whole process; None elsewhere.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_row() -> Option<MemRow> {
+    // SAFETY: mallinfo2 only reads the allocator's counters (under its own locks).
+    let m = unsafe { libc::mallinfo2() };
+    let kib = |b: usize| (b / 1024).min(i32::MAX as usize) as i64;
+    Some(MemRow {
+        name: "malloc".into(),
+        size: 1024,
+        used: kib(m.uordblks + m.hblkhd),
+        free: kib(m.fordblks),
+        memtotal: (m.arena + m.hblkhd).min(i32::MAX as usize) as i64,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_row() -> Option<MemRow> {
+    None
 }
 
 /// PostgreSQL parameters answered by SHOW (canonical name, value). Drivers and GUI tools
@@ -294,7 +318,18 @@ mod tests {
         let l = lists(&snap);
         assert_eq!(l.len(), 14);
         assert_eq!(l[0].items, 1, "the console's database");
-        assert!(mem(&snap).iter().all(|r| r.size > 0 && r.free == 0));
+        let m = mem(&snap);
+        assert!(
+            m.iter()
+                .filter(|r| r.name != "malloc")
+                .all(|r| r.size > 0 && r.free == 0)
+        );
+        // The allocator's row: some memory in use, and at least that much from the system.
+        let malloc = m.iter().find(|r| r.name == "malloc").expect("malloc row");
+        assert!(
+            malloc.used > 0 && malloc.memtotal >= malloc.used * 1024,
+            "{malloc:?}"
+        );
     }
 
     #[test]
