@@ -115,8 +115,11 @@ fn init_logging(level: Option<&str>) {
         Ok(v) if !v.is_empty() => EnvFilter::new(v),
         _ => EnvFilter::new(level.unwrap_or("info")),
     };
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }
