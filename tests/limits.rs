@@ -205,6 +205,65 @@ fn max_user_connections_spans_databases() {
     );
 }
 
+/// The per-database and per-user keys: `max_db_connections` in a `[databases]` entry and
+/// `max_user_connections` in `[users]` bound those alone, with no global limit.
+#[test]
+fn per_database_and_per_user_limits() {
+    let (db, other) = ("limits_per_db", "limits_per_db_other");
+    let pg = Postgres::shared();
+    pg.create_database(db);
+    pg.create_database(other);
+    let pooler = Pooler::start(
+        &config(5, "")
+            .replace(
+                "[databases]\n",
+                &format!(
+                    "[databases]\n{db} = {{ host = \"{{pg_host}}\", port = {{pg_port}}, max_db_connections = 2 }}\n"
+                ),
+            )
+            .replace(
+                "[databases]",
+                &format!("[users]\n{TRUST_USER} = {{ max_user_connections = 1 }}\n\n[databases]"),
+            ),
+    );
+    let tx = script(&pooler, "tx.sql", "SELECT pg_sleep(0.01);\n");
+    let tx = tx.to_str().unwrap();
+    let args = ["-n", "-c", "6", "-j", "2", "-T", "3", "-f", tx];
+    let db_sampler = Sampler::start(in_db(db));
+    let user_sampler = Sampler::start(format!(
+        "usename = {} AND datname = {}",
+        sql_literal(TRUST_USER),
+        sql_literal(other)
+    ));
+    let other_sampler = Sampler::start(format!(
+        "usename = 'postgres' AND datname = {}",
+        sql_literal(other)
+    ));
+    let (a, b, c) = thread::scope(|s| {
+        let a = s.spawn(|| pooler.pgbench("postgres", db, &args));
+        let b = s.spawn(|| pooler.pgbench(TRUST_USER, other, &args));
+        let c = s.spawn(|| pooler.pgbench("postgres", other, &args));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    let (db_max, user_max, other_max) = (
+        max_of(&db_sampler.finish()),
+        max_of(&user_sampler.finish()),
+        max_of(&other_sampler.finish()),
+    );
+    assert_clean_run(db, &a);
+    assert_clean_run(TRUST_USER, &b);
+    assert_clean_run(other, &c);
+    assert_eq!(db_max, 2, "{db}: its own max_db_connections = 2");
+    assert_eq!(
+        user_max, 1,
+        "{TRUST_USER}: its own max_user_connections = 1"
+    );
+    assert_eq!(
+        other_max, 5,
+        "postgres on {other}: only default_pool_size = 5 applies"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reserve_pool_opens_after_the_timeout_and_no_further() {
     let db = "limits_reserve";
