@@ -77,7 +77,9 @@ pub struct Session {
     flow: forward::ClientFlow,
     /// This client's named prepared statements (transaction and statement mode).
     statements: super::prepared::ClientStatements,
-    server: Option<ServerConn>,
+    /// Boxed: an idle client (most of them, most of the time) then pays a pointer for
+    /// it, not the ~480 bytes of a linked server's state.
+    server: Option<Box<ServerConn>>,
     published: bool,
     phase: Phase,
     state: ClientState,
@@ -375,7 +377,7 @@ impl Session {
         let scan = forward::client_to_server(
             &mut self.client.rbuf,
             &mut self.flow,
-            self.server.as_mut(),
+            self.server.as_deref_mut(),
             max,
             HIGH_WATER,
             prepared,
@@ -451,7 +453,7 @@ impl Session {
         if let Some(sql) = self.params.sync(&mut sv.info) {
             sv.send_internal(&sql, Internal::SetParams);
         }
-        self.server = Some(sv);
+        self.server = Some(Box::new(sv));
         self.publish();
         if self.state != ClientState::Alive && self.cleanup.deadline.is_none() {
             self.cleanup.deadline = Some(Instant::now() + CLEANUP_TIMEOUT);

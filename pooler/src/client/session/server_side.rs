@@ -334,7 +334,7 @@ impl Session {
         self.shared
             .server
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        match s.into_idle() {
+        match (*s).into_idle() {
             Some(idle) => self.pool.release(idle),
             None => self.pool.server_closed(),
         }
