@@ -1,12 +1,37 @@
 //! Per-client values of the tracked parameters, and the SET statements that bring a
 //! server in line with them before the client's first query on it.
 
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
 use crate::pool::ServerInfo;
+
+/// Names and values are shared between clients (nearly all clients carry the same few
+/// values: "UTF8", "ISO, MDY", the server's TimeZone...), so an idle client holds
+/// pointers rather than copies. At most this many distinct strings are shared; beyond,
+/// a string is the client's own, so clients setting ever new values cannot grow it.
+const SHARED_STRINGS: usize = 4096;
+
+fn shared(s: &str) -> Arc<str> {
+    static SET: Mutex<Option<HashSet<Arc<str>>>> = Mutex::new(None);
+    let mut guard = SET.lock().unwrap_or_else(|e| e.into_inner());
+    let set = guard.get_or_insert_with(HashSet::new);
+    if let Some(found) = set.get(s) {
+        return found.clone();
+    }
+    let new: Arc<str> = Arc::from(s);
+    if set.len() < SHARED_STRINGS {
+        set.insert(new.clone());
+    }
+    new
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
     /// Canonical name, value.
-    values: Vec<(String, String)>,
+    values: Vec<(Arc<str>, Arc<str>)>,
     /// Hash of `values`, never 0; recomputed when a value changes (rare), compared with
     /// the server's `synced` at every link (often).
     fingerprint: u64,
@@ -29,6 +54,7 @@ impl ClientParams {
         for (n, v) in startup {
             p.set(n, v);
         }
+        p.values.shrink_to_fit();
         p
     }
 
@@ -36,7 +62,7 @@ impl ClientParams {
         self.values
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
@@ -45,9 +71,9 @@ impl ClientParams {
             .iter_mut()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
-            Some(slot) if slot.1 == value => return,
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.values.push((name.to_string(), value.to_string())),
+            Some(slot) if &*slot.1 == value => return,
+            Some(slot) => slot.1 = shared(value),
+            None => self.values.push((shared(name), shared(value))),
         }
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -73,7 +99,7 @@ impl ClientParams {
         }
         let mut sql = String::new();
         for (name, value) in &self.values {
-            if server.param(name) == Some(value.as_str()) {
+            if server.param(name) == Some(&**value) {
                 continue;
             }
             sql.push_str("SET ");
