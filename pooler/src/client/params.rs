@@ -10,11 +10,16 @@ use crate::pool::ServerInfo;
 
 /// Names and values are shared between clients (nearly all clients carry the same few
 /// values: "UTF8", "ISO, MDY", the server's TimeZone...), so an idle client holds
-/// pointers rather than copies. At most this many distinct strings are shared; beyond,
-/// a string is the client's own, so clients setting ever new values cannot grow it.
+/// pointers rather than copies. At most this many distinct strings, of at most
+/// SHARED_LEN bytes, are shared; any other is the client's own, so clients sending ever
+/// new or long values cannot grow the shared set past a few hundred kB.
 const SHARED_STRINGS: usize = 4096;
+const SHARED_LEN: usize = 64;
 
 fn shared(s: &str) -> Arc<str> {
+    if s.len() > SHARED_LEN {
+        return Arc::from(s);
+    }
     static SET: Mutex<Option<HashSet<Arc<str>>>> = Mutex::new(None);
     let mut guard = SET.lock().unwrap_or_else(|e| e.into_inner());
     let set = guard.get_or_insert_with(HashSet::new);
