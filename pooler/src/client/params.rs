@@ -136,6 +136,16 @@ pub fn quote_literal(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn short_strings_are_shared_long_ones_are_not() {
+        let (a, b) = (shared("ISO, MDY"), shared("ISO, MDY"));
+        assert!(Arc::ptr_eq(&a, &b));
+        let long = "x".repeat(SHARED_LEN + 1);
+        assert!(!Arc::ptr_eq(&shared(&long), &shared(&long)));
+        assert_eq!(&*shared(&long), long.as_str());
+    }
+
     use super::*;
 
     fn server(params: &[(&str, &str)]) -> ServerInfo {
