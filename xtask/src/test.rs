@@ -219,7 +219,7 @@ fn fuzz_run() -> Result<()> {
 }
 
 /// Debian packages for what the tests run, installed only when missing.
-pub fn install_missing_packages() -> Result<()> {
+fn install_missing_packages() -> Result<()> {
     let mut missing: Vec<&str> = Vec::new();
     if !pg::bin_dir().join("initdb").is_file() {
         missing.push("postgresql-15");
