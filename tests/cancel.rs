@@ -12,20 +12,6 @@ use std::time::{Duration, Instant};
 
 const SLEEP_30: &str = "SELECT pg_sleep(30)";
 
-/// The BackendKeyData (pid, secret) of a login reply.
-fn key_of(login: &[Msg]) -> (i32, i32) {
-    let k = login
-        .iter()
-        .find(|m| m.tag == b'K')
-        .unwrap_or_else(|| panic!("no BackendKeyData in the login reply: {login:?}"));
-    assert_eq!(k.body.len(), 8, "BackendKeyData body: {k:?}");
-    let b = &k.body;
-    (
-        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-    )
-}
-
 /// Sends a CancelRequest to the pooler on a new connection and waits until it closes it.
 fn send_cancel(port: u16, pid: i32, secret: i32) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect for a cancel");
@@ -123,7 +109,7 @@ fn raw_cancel_request_stops_the_query() {
     pg.create_database(db);
     let pooler = Pooler::start(TRUST_TRANSACTION_CONFIG);
     let (mut a, login) = RawClient::login_trust(pooler.port, TRUST_USER, db);
-    let (pid, secret) = key_of(&login);
+    let (pid, secret) = backend_key(&login);
     a.send(&fe::query(SLEEP_30));
     running_backend(pg, db, SLEEP_30);
 
@@ -148,7 +134,7 @@ fn a_wrong_key_cancels_nothing() {
     pg.create_database(db);
     let pooler = Pooler::start(TRUST_TRANSACTION_CONFIG);
     let (mut a, login) = RawClient::login_trust(pooler.port, TRUST_USER, db);
-    let (pid, secret) = key_of(&login);
+    let (pid, secret) = backend_key(&login);
     a.send(&fe::query(SLEEP_30));
     let backend = running_backend(pg, db, SLEEP_30);
 
@@ -205,7 +191,7 @@ fn cancels_for_one_client_never_hit_another() {
             while !stop.load(Ordering::SeqCst) {
                 let (mut a, login) = RawClient::login_trust(port, TRUST_USER, db);
                 a_logins.fetch_add(1, Ordering::SeqCst);
-                *a_key.lock().unwrap() = Some(key_of(&login));
+                *a_key.lock().unwrap() = Some(backend_key(&login));
                 while !stop.load(Ordering::SeqCst) {
                     a.send(&fe::query(SLEEP));
                     match reply_within(&mut a, Duration::from_secs(20)) {
@@ -292,7 +278,7 @@ fn clients_get_the_poolers_own_keys() {
     let pooler = Pooler::start(TRUST_TRANSACTION_CONFIG);
     let (mut a, login_a) = RawClient::login_trust(pooler.port, TRUST_USER, db);
     let (mut b, login_b) = RawClient::login_trust(pooler.port, TRUST_USER, db);
-    let (key_a, key_b) = (key_of(&login_a), key_of(&login_b));
+    let (key_a, key_b) = (backend_key(&login_a), backend_key(&login_b));
     assert_ne!(key_a, key_b, "two clients share a cancel key");
     for (client, (pid, _)) in [(&mut a, key_a), (&mut b, key_b)] {
         let rows = data_rows(&client.query("SELECT pg_backend_pid()"));

@@ -10,19 +10,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// The BackendKeyData (pid, secret) of a login reply.
-fn key_of(login: &[Msg]) -> (i32, i32) {
-    let k = login
-        .iter()
-        .find(|m| m.tag == b'K')
-        .unwrap_or_else(|| panic!("no BackendKeyData: {login:?}"));
-    let b = &k.body;
-    (
-        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-    )
-}
-
 fn start(db: &str) -> Pooler {
     Postgres::shared().create_database(db);
     Pooler::start(
@@ -54,7 +41,7 @@ fn a_cancel_takes_a_queued_client_out_of_the_queue() {
     assert_eq!(value(&mut a, "BEGIN; SELECT 1"), "1");
     // B queues behind A's transaction on the only server.
     let (mut b, login) = RawClient::login_trust(pooler.port, TRUST_USER, DB);
-    let (pid, secret) = key_of(&login);
+    let (pid, secret) = backend_key(&login);
     b.send(&fe::query("SELECT 2"));
     assert!(wait_until(Duration::from_secs(10), || pool_column(
         &pooler,
@@ -87,7 +74,7 @@ fn cancel_connections_that_never_close_hold_nothing() {
     const N: usize = 200;
     let pooler = start(DB);
     let (mut idle, login) = RawClient::login_trust(pooler.port, TRUST_USER, DB);
-    let (pid, secret) = key_of(&login);
+    let (pid, secret) = backend_key(&login);
     let fds_before = open_fds(pooler.pid());
 
     // Cancel packets, half with a real key (of a client on no server), half with wrong

@@ -26,18 +26,6 @@ fn ok(c: &mut RawClient, sql: &str) {
     assert!(!reply.iter().any(Msg::is_error), "`{sql}`: {reply:?}");
 }
 
-/// Everything the pooler sends until it closes the connection (10 s at most).
-fn until_closed(c: &mut RawClient) -> Vec<Msg> {
-    let mut msgs = Vec::new();
-    loop {
-        match c.try_recv(Duration::from_secs(10)) {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => return msgs,
-            Err(e) => panic!("not closed within 10 s ({e}); got {msgs:?}"),
-        }
-    }
-}
-
 /// New connections are refused (the listener is closed).
 fn refuses_new_connections(port: u16) -> bool {
     wait_until(Duration::from_secs(2), || {
@@ -117,7 +105,7 @@ fn a_second_sigterm_exits_at_once() {
     pooler.signal(libc::SIGTERM);
     assert_exits(&mut pooler, Duration::from_secs(3), "a second SIGTERM");
     assert!(second.elapsed() < Duration::from_secs(3));
-    let msgs = until_closed(&mut a);
+    let msgs = a.until_closed();
     let codes: Vec<_> = msgs.iter().filter_map(|m| m.field(b'C')).collect();
     assert_eq!(codes, ["57P01"], "{msgs:?}");
 }
@@ -147,7 +135,7 @@ fn sigint_waits_for_servers_to_be_released() {
     );
     // The idle client (no server) is not waited for.
     assert_exits(&mut pooler, Duration::from_secs(3), "COMMIT under SIGINT");
-    until_closed(&mut idle);
+    idle.until_closed();
 }
 
 #[test]
@@ -167,7 +155,7 @@ fn sigquit_exits_at_once_with_57p01() {
     pooler.signal(libc::SIGQUIT);
     assert_exits(&mut pooler, Duration::from_secs(2), "SIGQUIT");
     assert!(sent.elapsed() < Duration::from_secs(2));
-    let msgs = until_closed(&mut busy);
+    let msgs = busy.until_closed();
     let err = msgs
         .iter()
         .find(|m| m.is_error())

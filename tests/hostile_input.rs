@@ -4,7 +4,6 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::fs;
 use std::io::Read;
 use std::net::Shutdown;
 use std::process::Command;
@@ -64,13 +63,6 @@ fn scram_normal(t: &Target) {
         .pooler
         .psql(SCRAM_USER, t.db, Some(SCRAM_PASSWORD), "SELECT 1");
     assert_eq!(out.as_deref(), Ok("1"), "normal SCRAM client");
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 impl Target {

@@ -3,7 +3,6 @@
 mod common;
 use common::*;
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -127,12 +126,6 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         message(&mut out, b'Z', b"I");
         s.write_all(&out)?;
     }
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// SHOW LISTS clients and the fake server's open connections.

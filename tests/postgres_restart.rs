@@ -17,18 +17,6 @@ fn config(extra: &str) -> String {
     )
 }
 
-/// Everything the pooler sends until it closes the connection (10 s at most).
-fn until_closed(c: &mut RawClient) -> Vec<Msg> {
-    let mut msgs = Vec::new();
-    loop {
-        match c.try_recv(Duration::from_secs(10)) {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => return msgs,
-            Err(e) => panic!("not closed within 10 s ({e}); got {msgs:?}"),
-        }
-    }
-}
-
 fn error_of(msgs: &[Msg]) -> Msg {
     msgs.iter()
         .find(|m| m.is_error())
@@ -96,7 +84,7 @@ fn immediate_restart_under_pgbench_recovers_without_leaks() {
         let back = Instant::now();
 
         // The client whose query was running gets an error and is closed.
-        let msgs = until_closed(&mut inflight);
+        let msgs = inflight.until_closed();
         let err = error_of(&msgs);
         assert!(
             matches!(err.field(b'C').as_deref(), Some("08006" | "57P01")),
@@ -173,7 +161,7 @@ fn max_connections_reached_relays_the_servers_53300() {
         .collect();
     let mut c = RawClient::connect(pooler.port);
     c.startup(TRUST_USER, DB, &[]);
-    let msgs = until_closed(&mut c);
+    let msgs = c.until_closed();
     let err = error_of(&msgs);
     assert_eq!(err.field(b'C').as_deref(), Some("53300"), "{msgs:?}");
     assert_eq!(
@@ -230,7 +218,7 @@ fn a_password_changed_on_the_server_relays_its_28p01() {
     pooler.admin("RECONNECT pw").expect("RECONNECT");
     let (mut c, _) = RawClient::login_trust(pooler.port, TRUST_USER, "pw");
     c.send(&fe::query("SELECT 1"));
-    let msgs = until_closed(&mut c);
+    let msgs = c.until_closed();
     let err = error_of(&msgs);
     assert_eq!(err.field(b'C').as_deref(), Some("28P01"), "{msgs:?}");
     assert_eq!(

@@ -5,7 +5,7 @@ use common::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config(pool_size: u32) -> String {
     TRUST_TRANSACTION_CONFIG.replace(
@@ -45,24 +45,6 @@ fn terminate(pg: &Postgres, pid: &str) {
     );
 }
 
-/// Everything the pooler sends until it closes the connection (10 s at most).
-fn read_until_closed(client: &mut RawClient) -> Vec<Msg> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut msgs = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "the connection was not closed within 10 s; got {msgs:?}"
-        );
-        match client.try_recv(left) {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => return msgs,
-            Err(e) => panic!("the connection was not closed ({e}); got {msgs:?}"),
-        }
-    }
-}
-
 #[test]
 fn a_server_killed_mid_transaction_fails_its_client_with_08006() {
     let pg = Postgres::shared();
@@ -76,7 +58,7 @@ fn a_server_killed_mid_transaction_fails_its_client_with_08006() {
     terminate(pg, &pid);
 
     a.send(&fe::query("SELECT 1"));
-    let msgs = read_until_closed(&mut a);
+    let msgs = a.until_closed();
     let errors: Vec<&Msg> = msgs.iter().filter(|m| m.is_error()).collect();
     assert_eq!(
         errors.len(),
@@ -145,7 +127,7 @@ fn terminated_servers_do_not_leak_pool_slots() {
     terminate(pg, &pid_a);
     terminate(pg, &pid_b);
     a.send(&fe::query("SELECT 1"));
-    let msgs = read_until_closed(&mut a);
+    let msgs = a.until_closed();
     assert!(
         msgs.iter()
             .any(|m| m.field(b'C').as_deref() == Some("08006")),

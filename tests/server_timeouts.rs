@@ -36,18 +36,6 @@ fn ok(c: &mut RawClient, sql: &str) {
     assert!(!reply.iter().any(Msg::is_error), "`{sql}`: {reply:?}");
 }
 
-/// Everything the pooler sends until it closes the connection (10 s at most).
-fn until_closed(c: &mut RawClient) -> Vec<Msg> {
-    let mut msgs = Vec::new();
-    loop {
-        match c.try_recv(Duration::from_secs(10)) {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => return msgs,
-            Err(e) => panic!("not closed within 10 s ({e}); got {msgs:?}"),
-        }
-    }
-}
-
 #[test]
 fn server_idle_timeout_closes_idle_servers() {
     let pg = Postgres::shared();
@@ -226,7 +214,7 @@ fn server_check_query_replaces_broken_servers_silently() {
     let replaced = value(&mut a, "SELECT pg_backend_pid()");
     assert_ne!(replaced, pid_a);
     b.send(&fe::query("SELECT pg_backend_pid()"));
-    let msgs = until_closed(&mut b);
+    let msgs = b.until_closed();
     assert!(
         msgs.iter()
             .any(|m| m.field(b'C').as_deref() == Some("08006")),

@@ -19,7 +19,7 @@ pub use postgres::{
     SCRAM_USER, TRUST_USER,
 };
 #[allow(unused_imports)]
-pub use raw::{Msg, RawClient, data_rows, fe};
+pub use raw::{Msg, RawClient, backend_key, data_rows, fe};
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -38,6 +38,14 @@ pub async fn pg_connect(connstr: &str) -> Result<tokio_postgres::Client, tokio_p
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// User plus system CPU ticks a process has used (/proc/PID/stat), to show it idles.
+#[allow(dead_code)]
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Poll `cond` every 20 ms until it returns true or `timeout` passes; returns whether it became true.

@@ -203,6 +203,36 @@ impl RawClient {
         self.send(&fe::query(sql));
         self.recv_until_ready()
     }
+
+    /// Everything the pooler sends until it closes the connection; panics if that takes
+    /// more than 10 s.
+    pub fn until_closed(&mut self) -> Vec<Msg> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut msgs = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "not closed within 10 s; got {msgs:?}");
+            match self.try_recv(left) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => return msgs,
+                Err(e) => panic!("not closed within 10 s ({e}); got {msgs:?}"),
+            }
+        }
+    }
+}
+
+/// The BackendKeyData (pid, secret) of a login reply.
+pub fn backend_key(login: &[Msg]) -> (i32, i32) {
+    let k = login
+        .iter()
+        .find(|m| m.tag == b'K')
+        .unwrap_or_else(|| panic!("no BackendKeyData in the login reply: {login:?}"));
+    assert_eq!(k.body.len(), 8, "BackendKeyData body: {k:?}");
+    let b = &k.body;
+    (
+        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+    )
 }
 
 /// Frontend message builders.

@@ -92,7 +92,7 @@ pub fn run(args: &[String]) -> Result<bool> {
         missing.push("postgresql-client-15");
     }
     if !missing.is_empty() {
-        crate::bench::apt_install(&missing)?;
+        crate::apt_install(&missing)?;
     }
     let bin = build_release_pooler()?;
     let (tx, rx) = mpsc::channel();

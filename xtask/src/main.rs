@@ -83,6 +83,34 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// apt-get install of `packages` (after one apt-get update), as root; as anyone else, an
+/// error saying what to install.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "missing {}: install as root (apt-get install -y --no-install-recommends {0})",
+            packages.join(" ")
+        );
+    }
+    println!("== apt-get install {}", packages.join(" "));
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run_cmd(&mut apt(&["update", "-q"]))?;
+    run_cmd(
+        apt(&[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "--no-upgrade",
+        ])
+        .args(packages),
+    )
+}
+
 /// Runs a command with inherited output; Err when it cannot start or exits non-zero.
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd

@@ -9,9 +9,7 @@ use anyhow::{Result, bail};
 
 use crate::pg::{self, Cluster};
 use crate::pooler::PoolerProcess;
-use crate::{
-    build_release_pooler, cargo, in_path, is_root, make_temp_dir, run_cmd, tail, workspace_root,
-};
+use crate::{build_release_pooler, cargo, in_path, make_temp_dir, run_cmd, tail, workspace_root};
 
 enum Outcome {
     Passed,
@@ -272,20 +270,7 @@ fn install_missing_packages() -> Result<()> {
         );
         return Ok(());
     }
-    if !is_root() {
-        bail!(
-            "missing packages {}: install them as root (apt-get install -y --no-install-recommends {0})",
-            missing.join(" ")
-        );
-    }
-    println!("installing: {}", missing.join(" "));
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    run_cmd(&mut apt(&["update"]))?;
-    run_cmd(apt(&["install", "-y", "--no-install-recommends", "--no-upgrade"]).args(&missing))?;
+    crate::apt_install(&missing)?;
     if !pg::bin_dir().join("initdb").is_file() || !in_path("pgbench") {
         bail!(
             "installed {}, but PostgreSQL 15 is still incomplete",

@@ -6,7 +6,6 @@ mod json;
 mod profile;
 mod report;
 mod setup;
-pub(crate) use setup::apt_install;
 mod sys;
 mod targets;
 mod workloads;

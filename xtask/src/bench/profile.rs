@@ -36,7 +36,7 @@ fn choose(notes: &mut Vec<String>) -> Result<Tool> {
     if forced != "callgrind" {
         if !in_path("perf") && is_root() {
             println!("== installing linux-perf");
-            let _ = super::setup::apt_install(&["linux-perf"]);
+            let _ = crate::apt_install(&["linux-perf"]);
         }
         if in_path("perf") {
             if perf_counts("instructions") {
@@ -54,7 +54,7 @@ fn choose(notes: &mut Vec<String>) -> Result<Tool> {
         notes.push("perf cannot sample here: valgrind --tool=callgrind instead".into());
     }
     if !in_path("valgrind") && is_root() {
-        super::setup::apt_install(&["valgrind"])?;
+        crate::apt_install(&["valgrind"])?;
     }
     Ok(Tool::Callgrind)
 }

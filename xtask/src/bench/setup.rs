@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::json::Machine;
 use super::sys;
@@ -13,24 +13,6 @@ use crate::pg::{self, Cluster};
 use crate::{in_path, is_root, run_cmd};
 
 pub const SCALE: u32 = 10;
-
-/// apt-get install (after one apt-get update) as root.
-pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "missing {}: install as root (apt-get install -y --no-install-recommends {0})",
-            packages.join(" ")
-        );
-    }
-    println!("== apt-get install {}", packages.join(" "));
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    run_cmd(&mut apt(&["update", "-q"]))?;
-    run_cmd(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(packages))
-}
 
 pub fn install_missing() -> Result<PathBuf> {
     let mut missing = Vec::new();
@@ -45,7 +27,7 @@ pub fn install_missing() -> Result<PathBuf> {
         missing.push("pgbouncer");
     }
     if !missing.is_empty() {
-        apt_install(&missing)?;
+        crate::apt_install(&missing)?;
     }
     Ok(if pgbouncer.is_file() {
         pgbouncer
