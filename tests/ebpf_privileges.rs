@@ -12,21 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether the kernel lets this process load the programs; prints why not (the test then
-/// skips). A missing object or a verifier rejection is a failure.
-fn kernel_allows() -> bool {
-    match pooler_ebpf::probe() {
-        Ok(()) => true,
-        Err(e @ (pooler_ebpf::LoadError::NotBuilt(_) | pooler_ebpf::LoadError::Rejected(_))) => {
-            panic!("the eBPF programs must build and load: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: the kernel refuses eBPF to this process: {e}");
-            false
-        }
-    }
-}
-
 /// The pooler binary run under a wrapper (setpriv, sh), which the harness's Pooler cannot do.
 struct Wrapped {
     child: Child,

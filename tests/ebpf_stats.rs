@@ -20,21 +20,6 @@ fn config() -> String {
     )
 }
 
-/// Whether the kernel lets this process load the programs; prints why not and returns
-/// false (the test then skips). A missing object or a verifier rejection is a failure.
-fn kernel_allows() -> bool {
-    match pooler_ebpf::probe() {
-        Ok(()) => true,
-        Err(e @ (pooler_ebpf::LoadError::NotBuilt(_) | pooler_ebpf::LoadError::Rejected(_))) => {
-            panic!("the eBPF programs must build and load: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: the kernel refuses eBPF to this process: {e}");
-            false
-        }
-    }
-}
-
 /// Column names of a RowDescription ('T').
 fn column_names(body: &[u8]) -> Vec<String> {
     let mut names = Vec::new();

@@ -40,6 +40,22 @@ pub async fn pg_connect(connstr: &str) -> Result<tokio_postgres::Client, tokio_p
     Ok(client)
 }
 
+/// Whether the kernel lets this process load the eBPF programs; prints why not (the test
+/// then skips). A missing object or a verifier rejection is a failure.
+#[allow(dead_code)]
+pub fn kernel_allows() -> bool {
+    match pooler_ebpf::probe() {
+        Ok(()) => true,
+        Err(e @ (pooler_ebpf::LoadError::NotBuilt(_) | pooler_ebpf::LoadError::Rejected(_))) => {
+            panic!("the eBPF programs must build and load: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: the kernel refuses eBPF to this process: {e}");
+            false
+        }
+    }
+}
+
 /// User plus system CPU ticks a process has used (/proc/PID/stat), to show it idles.
 #[allow(dead_code)]
 pub fn cpu_ticks(pid: u32) -> u64 {
