@@ -378,6 +378,7 @@ fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
         so_reuseport,
         workers,
         io_backend,
+        recv_ring_buffers,
         pkt_buf,
         log_level,
         metrics_addr,
@@ -389,7 +390,7 @@ fn keep_restart_only(old: &General, new: &mut General) -> Vec<String> {
 }
 
 /// The `[pooler]` keys `keep_restart_only` protects (SHOW CONFIG: changeable = no).
-pub const RESTART_ONLY: [&str; 14] = [
+pub const RESTART_ONLY: [&str; 15] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -398,6 +399,7 @@ pub const RESTART_ONLY: [&str; 14] = [
     "so_reuseport",
     "workers",
     "io_backend",
+    "recv_ring_buffers",
     "pkt_buf",
     "log_level",
     "metrics_addr",

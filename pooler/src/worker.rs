@@ -47,8 +47,15 @@ pub fn run(app: Arc<App>, mut listeners: Listeners) -> io::Result<()> {
 
 fn worker_main(index: usize, app: Arc<App>, listeners: Vec<Listener>) -> io::Result<()> {
     crate::pool::set_worker(index);
-    let rt = net::build_runtime(app.backend)?;
+    let ring_buffers = app.config().pooler.recv_ring_buffers;
+    let rt = net::build_runtime(app.backend, ring_buffers)?;
     rt.block_on(async {
+        if app.backend == net::Backend::IoUring
+            && ring_buffers > 0
+            && let Err(e) = net::ring::init()
+        {
+            tracing::warn!("no provided-buffer ring on worker {index} ({e}); idle clients keep a receive buffer each");
+        }
         for l in listeners {
             compio::runtime::spawn(accept_loop(app.clone(), l, index)).detach();
         }
@@ -128,13 +135,8 @@ async fn accept_loop(app: Arc<App>, listener: Listener, worker: usize) {
         }
         // Counted for /metrics; the guard keeps the worker's session gauge right however
         // the session ends.
-        let session = crate::metrics::SessionGuard::new(&app, worker);
-        let serve = crate::client::serve(app.clone(), sock, peer);
-        compio::runtime::spawn(async move {
-            serve.await;
-            drop(session);
-        })
-        .detach();
+        let guard = crate::metrics::SessionGuard::new(&app, worker);
+        compio::runtime::spawn(crate::client::serve(app.clone(), sock, peer, guard)).detach();
     }
 }
 

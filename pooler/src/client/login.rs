@@ -21,25 +21,25 @@ use super::{
 };
 
 /// A logged-in client, ready for its session.
-pub struct LoggedIn<'a> {
+pub struct LoggedIn {
     pub shared: Arc<ClientShared>,
     pub pool: Arc<Pool>,
     pub params: ClientParams,
     pub creds: Credentials,
     /// Counts the client against max_client_conn for as long as it is held.
-    pub admission: Admission<'a>,
+    pub admission: Admission,
 }
 
 /// A client logged in to the admin console (database `pgbouncer` or `pooler`).
-pub struct AdminLogin<'a> {
+pub struct AdminLogin {
     pub shared: Arc<ClientShared>,
     pub role: crate::admin::Role,
-    pub admission: Admission<'a>,
+    pub admission: Admission,
 }
 
-pub enum Login<'a> {
-    Session(LoggedIn<'a>),
-    Admin(AdminLogin<'a>),
+pub enum Login {
+    Session(LoggedIn),
+    Admin(AdminLogin),
 }
 
 /// Names of the admin console's virtual database.
@@ -72,13 +72,13 @@ fn client_info(conn: &Conn, peer: &str, user: &str, database: &str) -> ClientInf
 
 /// Logs a client in. Ok(None) when the connection was a cancel request or the client
 /// left.
-pub async fn login<'a>(
-    app: &'a Arc<App>,
+pub async fn login(
+    app: &Arc<App>,
     cfg: &Arc<Config>,
     conn: &mut Conn,
     peer: &str,
     id: u64,
-) -> Result<Option<Login<'a>>, Fatal> {
+) -> Result<Option<Login>, Fatal> {
     let g = &cfg.pooler;
     let req = match startup::read_request(conn, g).await? {
         Request::Gone => return Ok(None),
@@ -88,7 +88,7 @@ pub async fn login<'a>(
         }
         Request::Login(r) => r,
     };
-    let admission = app.clients.admit(g.max_client_conn).ok_or_else(|| {
+    let admission = crate::client::registry::admit(app, g.max_client_conn).ok_or_else(|| {
         Fatal::new(
             sqlstate::TOO_MANY_CONNECTIONS,
             "no more connections allowed (max_client_conn)",

@@ -11,7 +11,13 @@ pub mod registry;
 mod session;
 mod startup;
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use socket2::Socket;
 
@@ -60,13 +66,19 @@ impl Fatal {
     }
 }
 
-/// Serves one accepted client connection until it ends.
-pub fn serve(app: Arc<App>, socket: Socket, peer: String) -> impl Future<Output = ()> {
+/// Serves one accepted client connection until it ends. `guard` counts it for /metrics
+/// for as long as it lives, login and session alike.
+pub fn serve(
+    app: Arc<App>,
+    socket: Socket,
+    peer: String,
+    guard: crate::metrics::SessionGuard,
+) -> impl Future<Output = ()> {
     // Counted from the accept (not from the task's first poll, which a graceful shutdown
     // could miss) until the login ends; a logged-in client is registered with its pool
     // before the count drops.
     let arriving = Arriving::new(app.clone());
-    serve_counted(app, socket, peer, arriving)
+    serve_counted(app, socket, peer, arriving, guard)
 }
 
 /// A connection in its startup and login, counted in [`registry::ClientRegistry::arriving`].
@@ -85,65 +97,86 @@ impl Drop for Arriving {
     }
 }
 
-async fn serve_counted(app: Arc<App>, socket: Socket, peer: String, arriving: Arriving) {
-    let started = std::time::Instant::now();
-    // Boxed, like the session below: the login's state is large and needed only for a
-    // moment; inline, every client would carry its size for as long as it stays
-    // connected (memory per idle client).
-    // The block ends the login's locals before the session runs, so the task does not
-    // keep room for them (a moved-from local still takes space until its scope ends).
-    let (run, admission, id, db, user, log) = {
-        let Some(ready) = Box::pin(start(&app, socket, &peer, arriving)).await else {
-            return;
-        };
-        let Ready {
-            session,
-            admission,
-            id,
-            db,
-            user,
-            log,
-        } = ready;
-        (Box::pin(session.run()), admission, id, db, user, log)
+/// The login runs in the accept's task; a logged-in client's session then runs in a task
+/// of its own, on the same worker, and the login's task ends. The session's task holds
+/// the session and little else (memory per idle client): none of the login's state, and
+/// no second allocation around it.
+async fn serve_counted(
+    app: Arc<App>,
+    socket: Socket,
+    peer: String,
+    arriving: Arriving,
+    guard: crate::metrics::SessionGuard,
+) {
+    let started = Instant::now();
+    // Boxed: the login's state is large and needed only for a moment.
+    let Some(ready) = Box::pin(start(&app, socket, &peer, arriving)).await else {
+        return;
     };
-    let end = run.await;
-    drop(admission);
-    if log {
-        tracing::info!(
-            client = id,
-            %peer,
-            db = %db,
-            user = %user,
-            "closing because: {} (age={:.3}s)",
-            end.0,
-            started.elapsed().as_secs_f64()
-        );
+    let Ready {
+        session,
+        admission,
+        log,
+    } = ready;
+    let task = SessionTask {
+        shared: session.shared.clone(),
+        run: session.run(),
+        started,
+        log,
+        _admission: admission,
+        _guard: guard,
+    };
+    compio::runtime::spawn(task).detach();
+}
+
+/// A logged-in client's task: its session, and the disconnection log line at the end.
+/// The admission (max_client_conn) and the /metrics count are released when it is dropped.
+struct SessionTask<F> {
+    run: F,
+    shared: Arc<registry::ClientShared>,
+    started: Instant,
+    /// log_disconnections.
+    log: bool,
+    _admission: registry::Admission,
+    _guard: crate::metrics::SessionGuard,
+}
+
+impl<F: Future<Output = session::End> + Unpin> Future for SessionTask<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let end = std::task::ready!(Pin::new(&mut self.run).poll(cx));
+        if self.log {
+            let info = &self.shared.info;
+            tracing::info!(
+                client = self.shared.id,
+                peer = %info.peer(),
+                db = %info.database,
+                user = %info.user,
+                "closing because: {} (age={:.3}s)",
+                end.0,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        Poll::Ready(())
     }
 }
 
 /// A client through its login, with its session ready to run.
-struct Ready<'a> {
+struct Ready {
     session: session::Session,
-    admission: registry::Admission<'a>,
-    id: u64,
-    db: String,
-    user: String,
+    admission: registry::Admission,
     /// log_disconnections.
     log: bool,
 }
 
 /// Startup, authentication and login; admin-console clients are served here to the end.
-async fn start<'a>(
-    app: &'a Arc<App>,
-    socket: Socket,
-    peer: &str,
-    arriving: Arriving,
-) -> Option<Ready<'a>> {
+async fn start(app: &Arc<App>, socket: Socket, peer: &str, arriving: Arriving) -> Option<Ready> {
     let cfg = app.config();
     // Small while the client is quiet (idle clients pin little memory), growing to
     // 64 kB under bulk traffic such as COPY.
     let max_read = (cfg.pooler.pkt_buf as usize).max(64 * 1024);
-    let mut conn = Conn::adaptive(socket, 512, max_read);
+    let mut conn = Conn::lean(socket, 512, max_read);
     let id = app.clients.next_id();
     let timeout = cfg.pooler.client_login_timeout;
     let attempt = login::login(app, &cfg, &mut conn, peer, id);
@@ -187,8 +220,6 @@ async fn start<'a>(
             return None;
         }
     };
-    let db = done.pool.key.db.clone();
-    let user = done.pool.key.user.clone();
     let session = session::Session::new(
         app.clone(),
         cfg.clone(),
@@ -202,9 +233,6 @@ async fn start<'a>(
     Some(Ready {
         session,
         admission: done.admission,
-        id,
-        db,
-        user,
         log: cfg.pooler.log_disconnections,
     })
 }

@@ -33,10 +33,33 @@ fn shared(s: &str) -> Arc<str> {
     new
 }
 
+/// At most this many distinct parameter sets are shared between clients.
+const SHARED_SETS: usize = 1024;
+
+type Values = Vec<(Arc<str>, Arc<str>)>;
+
+/// The same for whole sets: clients of one application usually log in with identical
+/// parameters, and then share one list (copied on a client's first SET).
+fn shared_set(values: Arc<Values>, fingerprint: u64) -> Arc<Values> {
+    static SETS: Mutex<Option<std::collections::HashMap<u64, Arc<Values>>>> = Mutex::new(None);
+    let mut guard = SETS.lock().unwrap_or_else(|e| e.into_inner());
+    let sets = guard.get_or_insert_with(Default::default);
+    match sets.get(&fingerprint) {
+        Some(found) if **found == *values => found.clone(),
+        Some(_) => values,
+        None => {
+            if sets.len() < SHARED_SETS {
+                sets.insert(fingerprint, values.clone());
+            }
+            values
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
-    /// Canonical name, value.
-    values: Vec<(Arc<str>, Arc<str>)>,
+    /// Canonical name, value; shared with other clients holding the same set.
+    values: Arc<Values>,
     /// Hash of `values`, never 0; recomputed when a value changes (rare), compared with
     /// the server's `synced` at every link (often).
     fingerprint: u64,
@@ -59,7 +82,8 @@ impl ClientParams {
         for (n, v) in startup {
             p.set(n, v);
         }
-        p.values.shrink_to_fit();
+        Arc::make_mut(&mut p.values).shrink_to_fit();
+        p.values = shared_set(p.values, p.fingerprint);
         p
     }
 
@@ -71,14 +95,19 @@ impl ClientParams {
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
-        match self
+        let at = self
             .values
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name));
+        if let Some(i) = at
+            && &*self.values[i].1 == value
         {
-            Some(slot) if &*slot.1 == value => return,
-            Some(slot) => slot.1 = shared(value),
-            None => self.values.push((shared(name), shared(value))),
+            return;
+        }
+        let values = Arc::make_mut(&mut self.values);
+        match at {
+            Some(i) => values[i].1 = shared(value),
+            None => values.push((shared(name), shared(value))),
         }
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -103,7 +132,7 @@ impl ClientParams {
             return None;
         }
         let mut sql = String::new();
-        for (name, value) in &self.values {
+        for (name, value) in self.values.iter() {
             if server.param(name) == Some(&**value) {
                 continue;
             }
@@ -162,6 +191,30 @@ mod tests {
             .iter()
             .find(|t| t.eq_ignore_ascii_case(n))
             .map(|t| t.to_string())
+    }
+
+    #[test]
+    fn identical_sets_are_shared_until_one_changes() {
+        let welcome = vec![("TimeZone".to_string(), "UTC".to_string())];
+        let startup = [(
+            "application_name".to_string(),
+            "shared-set-test".to_string(),
+        )];
+        let a = ClientParams::new(&welcome, &startup, tracked);
+        let mut b = ClientParams::new(&welcome, &startup, tracked);
+        assert!(
+            Arc::ptr_eq(&a.values, &b.values),
+            "one list for both clients"
+        );
+        b.set("TimeZone", "Asia/Tokyo");
+        assert!(!Arc::ptr_eq(&a.values, &b.values));
+        assert_eq!(
+            a.get("TimeZone"),
+            Some("UTC"),
+            "the other client's copy is untouched"
+        );
+        assert_eq!(b.get("TimeZone"), Some("Asia/Tokyo"));
+        assert_ne!(a.fingerprint, b.fingerprint);
     }
 
     #[test]

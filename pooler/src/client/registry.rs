@@ -22,6 +22,7 @@ use std::{
 use futures_util::task::AtomicWaker;
 
 use crate::{
+    app::App,
     pool::Pool,
     stats::{ClientState, StateCell, Traffic},
 };
@@ -44,6 +45,16 @@ pub struct ClientInfo {
     pub connect_time: u64,
     /// SO_COOKIE of the client's socket (the key of eBPF per-connection maps).
     pub cookie: u64,
+}
+
+impl ClientInfo {
+    /// The peer as the accept saw it: `ip:port` (`[ip]:port` for IPv6), or `unix`.
+    pub fn peer(&self) -> String {
+        match self.addr.parse::<std::net::IpAddr>() {
+            Ok(ip) if self.port != 0 => std::net::SocketAddr::new(ip, self.port).to_string(),
+            _ => self.addr.clone(),
+        }
+    }
 }
 
 /// The part of a client session other threads may touch.
@@ -184,15 +195,27 @@ impl Default for ClientRegistry {
     }
 }
 
-/// A counted client connection; uncounted on drop.
-pub struct Admission<'a> {
-    reg: &'a ClientRegistry,
+/// A counted client connection; uncounted on drop. Owned (not a borrow of the
+/// registry), so it can move into the session's own task.
+pub struct Admission {
+    app: Arc<App>,
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admission {
     fn drop(&mut self) {
-        self.reg.connected.fetch_sub(1, Ordering::AcqRel);
+        self.app.clients.connected.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Counts a client against `max_client_conn`; None when the limit is reached.
+pub fn admit(app: &Arc<App>, max: u32) -> Option<Admission> {
+    app.clients
+        .connected
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            (c < max).then_some(c + 1)
+        })
+        .ok()
+        .map(|_| Admission { app: app.clone() })
 }
 
 impl ClientRegistry {
@@ -216,16 +239,6 @@ impl ClientRegistry {
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Counts a client against `max_client_conn`; None when the limit is reached.
-    pub fn admit(&self, max: u32) -> Option<Admission<'_>> {
-        self.connected
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < max).then_some(c + 1)
-            })
-            .ok()
-            .map(|_| Admission { reg: self })
     }
 
     pub fn connected(&self) -> u32 {

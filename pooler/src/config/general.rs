@@ -15,7 +15,7 @@ use super::{
 const SECTIONS: [&str; 3] = ["pooler", "databases", "users"];
 
 /// Every key `[pooler]` accepts.
-pub(super) const GENERAL_KEYS: [&str; 56] = [
+pub(super) const GENERAL_KEYS: [&str; 57] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -67,6 +67,7 @@ pub(super) const GENERAL_KEYS: [&str; 56] = [
     "application_name_add_host",
     "workers",
     "io_backend",
+    "recv_ring_buffers",
     "log_level",
     "metrics_addr",
     "ebpf",
@@ -293,6 +294,7 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
             "application_name_add_host" => set!(g.application_name_add_host, c.boolean(key, v)),
             "workers" => set!(g.workers, c.u32_in(key, v, 0, 1024)),
             "io_backend" => set!(g.io_backend, c.choice(key, v, &IoBackend::ALL)),
+            "recv_ring_buffers" => set!(g.recv_ring_buffers, c.u32_in(key, v, 0, 32768)),
             "log_level" => set!(
                 g.log_level,
                 c.string(key, v)

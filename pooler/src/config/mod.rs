@@ -232,6 +232,9 @@ pub struct General {
     /// 0 = one per CPU (see [`General::worker_count`]).
     pub workers: u32,
     pub io_backend: IoBackend,
+    /// Buffers in each worker's provided-buffer ring for quiet clients' receives
+    /// (io_uring; 0 = none: every client keeps a receive buffer of its own).
+    pub recv_ring_buffers: u32,
     /// None: RUST_LOG, else "info".
     pub log_level: Option<String>,
     /// `host:port` of the HTTP listener serving /metrics, /healthz and /readyz; "" = off.
@@ -304,6 +307,7 @@ impl Default for General {
             application_name_add_host: false,
             workers: 0,
             io_backend: IoBackend::Auto,
+            recv_ring_buffers: 512,
             log_level: None,
             metrics_addr: String::new(),
             ebpf: EbpfMode::Auto,

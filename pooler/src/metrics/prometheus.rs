@@ -129,6 +129,13 @@ fn pooler_families(out: &mut Out, app: &App) {
     for (i, w) in &workers {
         out.sample(name, &[("worker", i)], w.sessions() as f64);
     }
+    let name = "pooler_recv_ring_fallbacks_total";
+    out.family(
+        name,
+        "Client receives that found the provided-buffer ring empty and used a buffer of their own (recv_ring_buffers too small if it keeps rising)",
+        "counter",
+    );
+    out.sample(name, &[], crate::net::ring::fallbacks() as f64);
 }
 
 #[cfg(test)]

@@ -11,20 +11,24 @@ use compio::{
     BufResult,
     buf::IntoInner,
     driver::{
-        SharedFd,
-        op::{Recv, RecvFlags, Send, SendFlags},
+        ResultTakeBuffer, SharedFd,
+        op::{Recv, RecvFlags, RecvManaged, Send, SendFlags},
     },
     runtime::Submit,
 };
 use socket2::Socket;
 
 type RecvOp = Recv<BytesMut, SharedFd<Socket>>;
+type RingRecvOp = RecvManaged<SharedFd<Socket>>;
 type SendOp = Send<BytesMut, SharedFd<Socket>>;
 
 enum RecvSlot {
     /// No receive in flight; the landing buffer is empty.
     Idle(BytesMut),
     Busy(Submit<RecvOp>),
+    /// Into a buffer the kernel picks from the worker's ring when data arrives
+    /// (net/ring.rs): the connection holds no receive buffer while it waits.
+    Ring(Submit<RingRecvOp>),
 }
 
 enum SendSlot {
@@ -48,6 +52,11 @@ pub struct Conn {
     read_min: usize,
     read_max: usize,
     eof: bool,
+    /// A client connection: quiet, it receives from the worker's ring and keeps no
+    /// buffer once everything received is consumed and everything queued is sent.
+    lean: bool,
+    /// The ring was empty for the last receive: use a buffer of our own once.
+    ring_starved: bool,
     /// The receive/send in flight already answered Pending during this poll of the
     /// owning task: polling it again before the task is woken cannot change that (only
     /// the runtime, between polls, completes operations), and each poll clones a waker.
@@ -88,6 +97,8 @@ impl Conn {
             read_min: read_size,
             read_max: read_size,
             eof: false,
+            lean: false,
+            ring_starved: false,
             recv_parked: false,
             send_parked: false,
         }
@@ -100,11 +111,14 @@ impl Conn {
         self.send_parked = false;
     }
 
-    /// A connection whose receive size adapts between `min` and `max`: an idle client pins
-    /// only a small buffer, a busy one (COPY, large Binds) reads in large chunks.
-    pub fn adaptive(socket: Socket, min: usize, max: usize) -> Conn {
+    /// A client connection: its receive size adapts between `min` and `max` (a busy one,
+    /// with COPY or large Binds, reads in large chunks), and while it is quiet it pins no
+    /// buffer: receives come from the worker's ring (io_uring) and buffers emptied are
+    /// freed rather than kept.
+    pub fn lean(socket: Socket, min: usize, max: usize) -> Conn {
         let mut c = Conn::new(socket, min);
         c.read_max = max.max(min);
+        c.lean = true;
         c
     }
 
@@ -130,7 +144,19 @@ impl Conn {
     }
 
     pub fn recv_in_flight(&self) -> bool {
-        matches!(self.recv, RecvSlot::Busy(..))
+        !matches!(self.recv, RecvSlot::Idle(..))
+    }
+
+    /// Whether the next receive should come from the worker's ring, and the ring.
+    fn ring(&self) -> Option<compio::driver::BufferPool> {
+        if !self.lean
+            || self.ring_starved
+            || !self.rbuf.is_empty()
+            || self.read_size > super::ring::RING_BUFFER_LEN
+        {
+            return None;
+        }
+        super::ring::current()
     }
 
     /// Nothing queued and nothing in flight.
@@ -151,11 +177,23 @@ impl Conn {
     /// appended to `rbuf` and their count returned (0 = end of stream).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
+            if matches!(self.recv, RecvSlot::Idle(_))
+                && !self.eof
+                && let Some(pool) = self.ring()
+            {
+                let len = super::ring::RING_BUFFER_LEN;
+                if let Ok(op) = RecvManaged::new(self.fd.clone(), &pool, len, RecvFlags::empty()) {
+                    // Nothing waits in either buffer: both go back to the allocator.
+                    self.rbuf = BytesMut::new();
+                    self.recv = RecvSlot::Ring(compio::runtime::submit(op));
+                }
+            }
             match &mut self.recv {
                 RecvSlot::Idle(buf) => {
                     if self.eof {
                         return Poll::Ready(Ok(0));
                     }
+                    self.ring_starved = false;
                     let mut buf = mem::take(buf);
                     if self.rbuf.is_empty() {
                         // Everything received was consumed: land the next bytes in the
@@ -170,6 +208,44 @@ impl Conn {
                     buf.reserve(self.read_size);
                     let op = Recv::new(self.fd.clone(), buf, RecvFlags::empty());
                     self.recv = RecvSlot::Busy(compio::runtime::submit(op));
+                }
+                RecvSlot::Ring(fut) => {
+                    if self.recv_parked {
+                        return Poll::Pending;
+                    }
+                    let BufResult(res, op) = match Pin::new(fut).poll(cx) {
+                        Poll::Pending => {
+                            self.recv_parked = true;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(r) => r,
+                    };
+                    self.recv = RecvSlot::Idle(BytesMut::new());
+                    if matches!(&res, Err(e) if ring_empty(e)) {
+                        // More receives completed at once than the ring has buffers.
+                        self.ring_starved = true;
+                        super::ring::count_fallback();
+                        continue;
+                    }
+                    // SAFETY: on success the result is the length the kernel wrote into
+                    // the buffer it selected.
+                    let got = unsafe { BufResult(res, op).take_buffer() };
+                    return Poll::Ready(match got {
+                        Ok(Some(b)) => {
+                            let n = b.len();
+                            self.rbuf.extend_from_slice(&b);
+                            if n == super::ring::RING_BUFFER_LEN {
+                                // A full buffer: more is coming; read in larger chunks.
+                                self.read_size = (n * 2).min(self.read_max).max(self.read_size);
+                            }
+                            Ok(n)
+                        }
+                        Ok(None) => {
+                            self.eof = true;
+                            Ok(0)
+                        }
+                        Err(e) => Err(e),
+                    });
                 }
                 RecvSlot::Busy(fut) => {
                     if self.recv_parked {
@@ -258,8 +334,9 @@ impl Conn {
                             sent.advance(n.min(sent.len()));
                             if sent.is_empty() {
                                 sent.clear();
-                                if sent.capacity() > KEEP_SEND_CAPACITY {
-                                    // A large result went out: do not keep its buffer.
+                                if self.lean || sent.capacity() > KEEP_SEND_CAPACITY {
+                                    // A quiet client keeps no buffer; nor does anyone
+                                    // keep the buffer a large result went out in.
                                     sent = BytesMut::new();
                                 }
                                 self.send = SendSlot::Idle(sent);
@@ -337,6 +414,11 @@ impl Conn {
         }
         fd.try_unwrap().ok()
     }
+}
+
+/// A receive from the ring found it empty (ENOBUFS; compio reports it as ResourceBusy).
+fn ring_empty(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == io::ErrorKind::ResourceBusy
 }
 
 /// Whether an idle connection is still open and silent: a server that was terminated

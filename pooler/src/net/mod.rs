@@ -28,6 +28,7 @@
 mod conn;
 mod connect;
 mod listen;
+pub mod ring;
 mod runtime;
 
 pub use conn::{Conn, is_alive, socket_cookie};

@@ -26,7 +26,7 @@ impl Backend {
     }
 }
 
-fn proactor(backend: Backend) -> ProactorBuilder {
+fn proactor(backend: Backend, ring_buffers: u32) -> ProactorBuilder {
     let mut b = ProactorBuilder::new();
     match backend {
         Backend::IoUring => {
@@ -39,6 +39,7 @@ fn proactor(backend: Backend) -> ProactorBuilder {
                 .defer_taskrun(true)
                 .coop_taskrun(true)
                 .taskrun_flag(true);
+            super::ring::configure(&mut b, ring_buffers);
         }
         Backend::Epoll => {
             b.driver_type(DriverType::Poll).capacity(1024);
@@ -49,10 +50,11 @@ fn proactor(backend: Backend) -> ProactorBuilder {
     b
 }
 
-/// Builds a runtime for the calling thread.
-pub fn build_runtime(backend: Backend) -> io::Result<Runtime> {
+/// Builds a runtime for the calling thread, with a provided-buffer ring of `ring_buffers`
+/// (io_uring only; created by `ring::init`).
+pub fn build_runtime(backend: Backend, ring_buffers: u32) -> io::Result<Runtime> {
     let rt = RuntimeBuilder::new()
-        .with_proactor(proactor(backend))
+        .with_proactor(proactor(backend, ring_buffers))
         .build()?;
     let got = rt.driver_type();
     let expected = match backend {
@@ -73,10 +75,10 @@ pub fn build_runtime(backend: Backend) -> io::Result<Runtime> {
 pub fn probe_backend(setting: IoBackend) -> Result<Backend, String> {
     match setting {
         IoBackend::Epoll => Ok(Backend::Epoll),
-        IoBackend::IoUring => build_runtime(Backend::IoUring)
+        IoBackend::IoUring => build_runtime(Backend::IoUring, 0)
             .map(|_| Backend::IoUring)
             .map_err(|e| format!("io_backend = \"io_uring\" but io_uring is unavailable: {e}")),
-        IoBackend::Auto => match build_runtime(Backend::IoUring) {
+        IoBackend::Auto => match build_runtime(Backend::IoUring, 0) {
             Ok(_) => Ok(Backend::IoUring),
             Err(e) => {
                 tracing::warn!(

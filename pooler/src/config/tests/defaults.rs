@@ -176,6 +176,7 @@ fn every_supported_key_is_compared_or_ours() {
     let ours = [
         "workers",
         "io_backend",
+        "recv_ring_buffers",
         "log_level",
         "metrics_addr",
         "ebpf",
