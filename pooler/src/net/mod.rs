@@ -9,6 +9,11 @@
 //!   in the in-flight buffer and are moved (or swapped, when nothing is pending) into
 //!   `Conn::rbuf` at completion; bytes to send accumulate in `Conn::wbuf` and are swapped
 //!   into the operation when the previous send has completed.
+//! * **Provided buffers.** A quiet client connection on io_uring posts its receive with no
+//!   buffer at all: the kernel takes one from the worker's provided-buffer ring (`ring`)
+//!   when data arrives, and the completion hands it to the `Conn`, which copies the bytes
+//!   into `rbuf` and drops it, giving it back to the ring at once. An idle client thus
+//!   holds no receive buffer, and its send buffers are freed once sent.
 //! * **No read is ever dropped mid-flight.** Dropping a compio operation future cancels the
 //!   operation, and a receive that completes after cancellation loses its bytes. So a
 //!   connection has at most one receive in flight, owned by the `Conn` itself and polled in
