@@ -210,16 +210,7 @@ impl Conn {
                     self.recv = RecvSlot::Busy(compio::runtime::submit(op));
                 }
                 RecvSlot::Ring(fut) => {
-                    if self.recv_parked {
-                        return Poll::Pending;
-                    }
-                    let BufResult(res, op) = match Pin::new(fut).poll(cx) {
-                        Poll::Pending => {
-                            self.recv_parked = true;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(r) => r,
-                    };
+                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
                     self.recv = RecvSlot::Idle(BytesMut::new());
                     if matches!(&res, Err(e) if ring_empty(e)) {
                         // More receives completed at once than the ring has buffers.
@@ -248,16 +239,7 @@ impl Conn {
                     });
                 }
                 RecvSlot::Busy(fut) => {
-                    if self.recv_parked {
-                        return Poll::Pending;
-                    }
-                    let BufResult(res, op) = match Pin::new(fut).poll(cx) {
-                        Poll::Pending => {
-                            self.recv_parked = true;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(r) => r,
-                    };
+                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
                     let mut landed = op.into_inner();
                     return Poll::Ready(match res {
                         Ok(n) => {
@@ -314,16 +296,7 @@ impl Conn {
                     self.send = SendSlot::Busy(compio::runtime::submit(op), n);
                 }
                 SendSlot::Busy(fut, _) => {
-                    if self.send_parked {
-                        return Poll::Pending;
-                    }
-                    let BufResult(res, op) = match Pin::new(fut).poll(cx) {
-                        Poll::Pending => {
-                            self.send_parked = true;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(r) => r,
-                    };
+                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.send_parked, cx));
                     let mut sent = op.into_inner();
                     match res {
                         Ok(0) if !sent.is_empty() => {
@@ -414,6 +387,21 @@ impl Conn {
         }
         fd.try_unwrap().ok()
     }
+}
+
+/// Polls an operation in flight, unless it already answered Pending during this poll of
+/// the owning task (`parked`; see `Conn::recv_parked`).
+fn poll_op<T: compio::driver::OpCode + 'static>(
+    op: &mut Submit<T>,
+    parked: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<BufResult<usize, T>> {
+    if *parked {
+        return Poll::Pending;
+    }
+    let r = Pin::new(op).poll(cx);
+    *parked = r.is_pending();
+    r
 }
 
 /// A receive from the ring found it empty (ENOBUFS; compio reports it as ResourceBusy).
