@@ -210,7 +210,8 @@ impl Conn {
                     self.recv = RecvSlot::Busy(compio::runtime::submit(op));
                 }
                 RecvSlot::Ring(fut) => {
-                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
+                    let BufResult(res, op) =
+                        std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
                     self.recv = RecvSlot::Idle(BytesMut::new());
                     if matches!(&res, Err(e) if ring_empty(e)) {
                         // More receives completed at once than the ring has buffers.
@@ -239,7 +240,8 @@ impl Conn {
                     });
                 }
                 RecvSlot::Busy(fut) => {
-                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
+                    let BufResult(res, op) =
+                        std::task::ready!(poll_op(fut, &mut self.recv_parked, cx));
                     let mut landed = op.into_inner();
                     return Poll::Ready(match res {
                         Ok(n) => {
@@ -296,7 +298,8 @@ impl Conn {
                     self.send = SendSlot::Busy(compio::runtime::submit(op), n);
                 }
                 SendSlot::Busy(fut, _) => {
-                    let BufResult(res, op) = std::task::ready!(poll_op(fut, &mut self.send_parked, cx));
+                    let BufResult(res, op) =
+                        std::task::ready!(poll_op(fut, &mut self.send_parked, cx));
                     let mut sent = op.into_inner();
                     match res {
                         Ok(0) if !sent.is_empty() => {

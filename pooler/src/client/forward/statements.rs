@@ -183,6 +183,50 @@ fn make_room(server: &mut ServerConn, name: &str, cap: usize) {
 /// Makes sure `server` has `stmt`, preparing it ahead of whatever is written next.
 /// `before_query`: what follows is a simple query, so an extended exchange opened here is
 /// closed with a Sync of its own.
+/// `ensure`, then whether the request about to be written may be kept for one retry (see
+/// `client::Replay`): the statement was already there (its plan possibly stale) and the
+/// request opens a batch, with nothing in flight and no transaction block.
+fn ensure_replayable(
+    server: &mut ServerConn,
+    stmt: &Statement,
+    p: &Prepared<'_>,
+    before_query: bool,
+) -> bool {
+    let before = server.conn.wbuf.len();
+    ensure(server, stmt, p, before_query);
+    server.conn.wbuf.len() == before
+        && server.tracker.status() == b'I'
+        && !server.tracker.awaiting_replies()
+        && !server.tracker.has_internal()
+}
+
+/// Prepares statement `name` on `server` (a Parse, or a PREPARE for SQL-level ones), undone
+/// in the server's list if it fails.
+fn write_prepare(server: &mut ServerConn, name: &str, how: &Prepare) {
+    let undo = Some(Box::new(Extra::Undo(ParseUndo {
+        server_name: name.to_string(),
+        client_name: None,
+    })));
+    let req = match how {
+        Prepare::Parse(body) => {
+            write_parse(&mut server.conn.wbuf, name, body);
+            Request::Parse
+        }
+        Prepare::Sql(rest) => {
+            write_query(
+                &mut server.conn.wbuf,
+                &format!("PREPARE {} {rest}", quote_ident(name)),
+            );
+            Request::Query
+        }
+    };
+    server.tracker.push(Slot {
+        req,
+        owner: Owner::Internal(Internal::Prepare),
+        extra: undo,
+    });
+}
+
 fn ensure(server: &mut ServerConn, stmt: &Statement, p: &Prepared<'_>, before_query: bool) {
     close_stale(server);
     let name = &stmt.server_name;
@@ -191,31 +235,7 @@ fn ensure(server: &mut ServerConn, stmt: &Statement, p: &Prepared<'_>, before_qu
     }
     let was_unsynced = server.tracker.unsynced();
     make_room(server, name, p.server_cap);
-    let undo = Some(Box::new(Extra::Undo(ParseUndo {
-        server_name: name.clone(),
-        client_name: None,
-    })));
-    match &stmt.how {
-        Prepare::Parse(body) => {
-            write_parse(&mut server.conn.wbuf, name, body);
-            server.tracker.push(Slot {
-                req: Request::Parse,
-                owner: Owner::Internal(Internal::Prepare),
-                extra: undo,
-            });
-        }
-        Prepare::Sql(rest) => {
-            write_query(
-                &mut server.conn.wbuf,
-                &format!("PREPARE {} {rest}", quote_ident(name)),
-            );
-            server.tracker.push(Slot {
-                req: Request::Query,
-                owner: Owner::Internal(Internal::Prepare),
-                extra: undo,
-            });
-        }
-    }
+    write_prepare(server, name, &stmt.how);
     if before_query && !was_unsynced && server.tracker.unsynced() {
         backend::message(&mut server.conn.wbuf, fe::SYNC, |_| {});
         server
@@ -320,13 +340,7 @@ fn bind(
         return Step::Forward;
     };
     let before = server.conn.wbuf.len();
-    ensure(server, &stmt, p, false);
-    // A statement that was already there (its plan possibly stale) opening a batch, with
-    // nothing in flight and no transaction block: keep the batch for one retry.
-    let replayable = server.conn.wbuf.len() == before
-        && server.tracker.status() == b'I'
-        && !server.tracker.awaiting_replies()
-        && !server.tracker.has_internal();
+    let replayable = ensure_replayable(server, &stmt, p, false);
     if replayable {
         server.replay = Some(Box::new(crate::client::Replay {
             stmt: stmt.clone(),
@@ -481,13 +495,7 @@ fn query(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
                 // The server raises "does not exist" with the client's name.
                 return Step::Forward;
             };
-            let before = server.conn.wbuf.len();
-            ensure(server, &stmt, p, true);
-            // Kept for one retry, as for a Bind (see `client::Replay`).
-            let replayable = server.conn.wbuf.len() == before
-                && server.tracker.status() == b'I'
-                && !server.tracker.awaiting_replies()
-                && !server.tracker.has_internal();
+            let replayable = ensure_replayable(server, &stmt, p, true);
             let sql = format!("EXECUTE {} {rest}", quote_ident(&stmt.server_name));
             let start = server.conn.wbuf.len();
             write_query(&mut server.conn.wbuf, &sql);
@@ -567,41 +575,24 @@ pub fn retry(server: &mut ServerConn, r: crate::client::Replay, cap: usize) -> b
     }
     server.tracker.swallow_front_ready();
     let name = r.stmt.server_name.clone();
-    let undo = Some(Box::new(Extra::Undo(ParseUndo {
-        server_name: name.clone(),
-        client_name: None,
-    })));
+    // Drop the stale statement, then prepare it again.
     match &r.stmt.how {
-        Prepare::Parse(body) => {
+        Prepare::Parse(_) => {
             close_message(&mut server.conn.wbuf, &name);
             server.tracker.push(Slot::new(
                 Request::Close,
                 Owner::Internal(Internal::Prepare),
             ));
-            write_parse(&mut server.conn.wbuf, &name, body);
-            server.tracker.push(Slot {
-                req: Request::Parse,
-                owner: Owner::Internal(Internal::Prepare),
-                extra: undo,
-            });
         }
-        Prepare::Sql(rest) => {
+        Prepare::Sql(_) => {
             write_query(
                 &mut server.conn.wbuf,
                 &format!("DEALLOCATE {}", quote_ident(&name)),
             );
             server.tracker.internal_query(Internal::Prepare);
-            write_query(
-                &mut server.conn.wbuf,
-                &format!("PREPARE {} {rest}", quote_ident(&name)),
-            );
-            server.tracker.push(Slot {
-                req: Request::Query,
-                owner: Owner::Internal(Internal::Prepare),
-                extra: undo,
-            });
         }
     }
+    write_prepare(server, &name, &r.stmt.how);
     server.info.prepared.insert(&name, cap);
     server.conn.wbuf.extend_from_slice(&r.bytes);
     for mut s in r.slots {
