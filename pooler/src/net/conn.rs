@@ -80,6 +80,15 @@ thread_local! {
 /// Buffer sets a worker keeps at most, and the largest buffer worth keeping.
 const SPARE_SETS: usize = 256;
 const SPARE_CAPACITY: usize = 256 * 1024;
+/// The largest send whose completion `poll_flush_lazy` may leave unwatched.
+const LAZY_SEND_MAX: usize = 8 * 1024;
+
+/// MSG_WAITALL: with io_uring a stream send then completes whole (the kernel retries a
+/// short one itself) or fails.
+fn send_flags() -> SendFlags {
+    SendFlags::NOSIGNAL | SendFlags::from_bits_retain(libc::MSG_WAITALL as u32)
+}
+
 /// A send buffer larger than this is freed once sent rather than kept for the next one.
 const KEEP_SEND_CAPACITY: usize = 16 * 1024;
 
@@ -285,6 +294,15 @@ impl Conn {
     /// Moves queued bytes into a send and polls the one in flight. Ready when everything
     /// queued so far has been handed to the kernel.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_lazy(cx, false)
+    }
+
+    /// `poll_flush`; with `lazy`, a small send in flight with nothing queued behind it is
+    /// polled without registering the task's waker, so its completion does not wake the
+    /// task only for it to find nothing to do: the owner polls it again when it wakes for
+    /// the reply. io_uring only, where sends carry MSG_WAITALL and so complete whole or
+    /// fail (a short send would otherwise go unnoticed until the next wake-up).
+    pub fn poll_flush_lazy(&mut self, cx: &mut Context<'_>, lazy: bool) -> Poll<io::Result<()>> {
         loop {
             match &mut self.send {
                 SendSlot::Idle(spare) => {
@@ -294,12 +312,19 @@ impl Conn {
                     let mut out = mem::take(spare);
                     mem::swap(&mut out, &mut self.wbuf);
                     let n = out.len();
-                    let op = Send::new(self.fd.clone(), out, SendFlags::NOSIGNAL);
+                    let op = Send::new(self.fd.clone(), out, send_flags());
                     self.send = SendSlot::Busy(compio::runtime::submit(op), n);
                 }
-                SendSlot::Busy(fut, _) => {
-                    let BufResult(res, op) =
-                        std::task::ready!(poll_op(fut, &mut self.send_parked, cx));
+                SendSlot::Busy(fut, n) => {
+                    let BufResult(res, op) = if lazy && self.wbuf.is_empty() && *n <= LAZY_SEND_MAX
+                    {
+                        // Not parked: if more is queued later in this poll, the task's
+                        // waker is registered then.
+                        let mut quiet = Context::from_waker(std::task::Waker::noop());
+                        std::task::ready!(Pin::new(fut).poll(&mut quiet))
+                    } else {
+                        std::task::ready!(poll_op(fut, &mut self.send_parked, cx))
+                    };
                     let mut sent = op.into_inner();
                     match res {
                         Ok(0) if !sent.is_empty() => {
@@ -321,7 +346,7 @@ impl Conn {
                                 sent.extend_from_slice(&self.wbuf);
                                 self.wbuf.clear();
                                 let n = sent.len();
-                                let op = Send::new(self.fd.clone(), sent, SendFlags::NOSIGNAL);
+                                let op = Send::new(self.fd.clone(), sent, send_flags());
                                 self.send = SendSlot::Busy(compio::runtime::submit(op), n);
                             }
                         }

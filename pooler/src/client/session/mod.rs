@@ -204,7 +204,7 @@ impl Session {
             progress |= self.pump_client();
             progress |= self.poll_phase(cx);
             progress |= self.poll_server_recv(cx);
-            progress |= self.poll_flush(cx);
+            progress |= self.poll_flush(cx, true);
             progress |= self.step_cleanup();
             progress |= self.maybe_release();
             progress |= self.poll_timer(cx);
@@ -220,7 +220,7 @@ impl Session {
     /// Under SUSPEND: send what is already owed to the client and the server, read
     /// nothing, then report the session parked; RESUME wakes it.
     fn poll_suspended(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        while self.poll_flush(cx) {
+        while self.poll_flush(cx, false) {
             if let Some(end) = self.finished() {
                 return Poll::Ready(End(end));
             }
@@ -467,11 +467,18 @@ impl Session {
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Sends what is queued both ways. With `lazy` (io_uring), a send whose completion
+    /// nothing waits for does not wake the session (see `Conn::poll_flush_lazy`): the
+    /// server's, always, since its reply wakes the session; the client's while a server is
+    /// linked, since its next request will (once the server goes back, the last reply's
+    /// completion is awaited so its buffer is freed).
+    fn poll_flush(&mut self, cx: &mut Context<'_>, lazy: bool) -> bool {
+        let lazy = lazy && self.app.backend == crate::net::Backend::IoUring;
         let mut progress = false;
         if self.state != ClientState::Gone {
             let had = self.client.send_backlog();
-            match self.client.poll_flush(cx) {
+            let client_lazy = lazy && self.state == ClientState::Alive && self.server.is_some();
+            match self.client.poll_flush_lazy(cx, client_lazy) {
                 Poll::Ready(Ok(())) => {
                     progress |= had != 0;
                     if self.state == ClientState::Closing {
@@ -491,7 +498,7 @@ impl Session {
         }
         if let Some(s) = self.server.as_mut() {
             let had = s.conn.send_backlog();
-            match s.conn.poll_flush(cx) {
+            match s.conn.poll_flush_lazy(cx, lazy) {
                 Poll::Ready(Ok(())) => progress |= had != 0,
                 Poll::Ready(Err(e)) => {
                     self.server_lost(&format!("server write error: {e}"), None);
