@@ -14,6 +14,10 @@
 //!   when data arrives, and the completion hands it to the `Conn`, which copies the bytes
 //!   into `rbuf` and drops it, giving it back to the ring at once. An idle client thus
 //!   holds no receive buffer, and its send buffers are freed once sent.
+//! * **Unwatched sends.** A small send with nothing queued behind it may be polled with a
+//!   no-op waker (`Conn::poll_flush_lazy`) when a reply that follows it will wake the
+//!   owner anyway; the owner then finds it complete on its next poll. Sends carry
+//!   MSG_WAITALL, so with io_uring one never completes short unnoticed.
 //! * **No read is ever dropped mid-flight.** Dropping a compio operation future cancels the
 //!   operation, and a receive that completes after cancellation loses its bytes. So a
 //!   connection has at most one receive in flight, owned by the `Conn` itself and polled in
