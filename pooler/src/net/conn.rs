@@ -318,8 +318,11 @@ impl Conn {
                 SendSlot::Busy(fut, n) => {
                     let BufResult(res, op) = if lazy && self.wbuf.is_empty() && *n <= LAZY_SEND_MAX
                     {
-                        // Not parked: if more is queued later in this poll, the task's
-                        // waker is registered then.
+                        // Not parked, and no longer parked: the no-op waker replaces any
+                        // the task registered earlier in this poll, so a later poll that
+                        // needs the completion (more queued, the server released, the
+                        // client closing) must register the task's waker again.
+                        self.send_parked = false;
                         let mut quiet = Context::from_waker(std::task::Waker::noop());
                         std::task::ready!(Pin::new(fut).poll(&mut quiet))
                     } else {
