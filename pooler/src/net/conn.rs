@@ -156,16 +156,14 @@ impl Conn {
         !matches!(self.recv, RecvSlot::Idle(..))
     }
 
-    /// Whether the next receive should come from the worker's ring, and the ring.
-    fn ring(&self) -> Option<compio::driver::BufferPool> {
-        if !self.lean
-            || self.ring_starved
-            || !self.rbuf.is_empty()
-            || self.read_size > super::ring::RING_BUFFER_LEN
-        {
-            return None;
-        }
-        super::ring::current()
+    /// Whether the next receive should come from the worker's ring.
+    fn wants_ring(&self) -> bool {
+        self.lean
+            && !self.ring_starved
+            && !self.eof
+            && self.rbuf.is_empty()
+            && self.read_size <= super::ring::RING_BUFFER_LEN
+            && matches!(self.recv, RecvSlot::Idle(_))
     }
 
     /// Nothing queued and nothing in flight.
@@ -186,16 +184,12 @@ impl Conn {
     /// appended to `rbuf` and their count returned (0 = end of stream).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
-            if matches!(self.recv, RecvSlot::Idle(_))
-                && !self.eof
-                && let Some(pool) = self.ring()
+            if self.wants_ring()
+                && let Some(op) = super::ring::recv(&self.fd)
             {
-                let len = super::ring::RING_BUFFER_LEN;
-                if let Ok(op) = RecvManaged::new(self.fd.clone(), &pool, len, RecvFlags::empty()) {
-                    // Nothing waits in either buffer: both go back to the allocator.
-                    self.rbuf = BytesMut::new();
-                    self.recv = RecvSlot::Ring(compio::runtime::submit(op));
-                }
+                // Nothing waits in either buffer: both go back to the allocator.
+                self.rbuf = BytesMut::new();
+                self.recv = RecvSlot::Ring(compio::runtime::submit(op));
             }
             match &mut self.recv {
                 RecvSlot::Idle(buf) => {

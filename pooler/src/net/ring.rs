@@ -8,7 +8,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use compio::driver::{BufferPool, ProactorBuilder};
+use compio::driver::{
+    BufferPool, ProactorBuilder, SharedFd,
+    op::{RecvFlags, RecvManaged},
+};
+use socket2::Socket;
 
 /// The size of each buffer in a worker's ring (their number is `recv_ring_buffers`). A
 /// client request that fills a buffer switches its connection to receives into buffers of
@@ -50,7 +54,16 @@ pub fn init() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The current worker's ring, if it has one.
-pub fn current() -> Option<BufferPool> {
-    RING.with(|r| r.borrow().clone())
+/// A receive on `fd` into a buffer of the current worker's ring; None without a ring.
+pub(super) fn recv(fd: &SharedFd<Socket>) -> Option<RecvManaged<SharedFd<Socket>>> {
+    RING.with(|r| {
+        let pool = r.borrow();
+        RecvManaged::new(
+            fd.clone(),
+            pool.as_ref()?,
+            RING_BUFFER_LEN,
+            RecvFlags::empty(),
+        )
+        .ok()
+    })
 }
