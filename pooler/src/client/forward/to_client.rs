@@ -113,6 +113,11 @@ pub fn server_to_client(
     server_cap: usize,
 ) -> ServerScan {
     let mut scan = ServerScan::default();
+    if let Some(out) = client_out.as_deref_mut() {
+        // One allocation for what is about to be copied, rather than one growth per
+        // message: a client's send buffer is freed once sent (net::Conn::lean).
+        out.reserve(server.conn.rbuf.len().min(high_water));
+    }
     loop {
         emit_fakes(server, client_out.as_deref_mut());
         if let Some(out) = client_out.as_deref()
