@@ -89,6 +89,30 @@ mod tests {
     }
 
     #[test]
+    fn only_prepare_execute_deallocate_are_looked_at() {
+        use super::statements::starts_like_ours;
+        for q in [
+            "PREPARE p AS select 1",
+            "  execute p(1)",
+            "\nDeAlLoCaTe ALL",
+            "prepare",
+        ] {
+            assert!(starts_like_ours(q.as_bytes()), "{q:?}");
+        }
+        for q in [
+            "END;",
+            "BEGIN;",
+            "select 1",
+            "prepar",
+            "",
+            "   ",
+            "explain execute p",
+        ] {
+            assert!(!starts_like_ours(q.as_bytes()), "{q:?}");
+        }
+    }
+
+    #[test]
     fn discard_drops_one_query_then_owes_ready() {
         let mut b = BytesMut::new();
         b.extend_from_slice(&msg(b'Q', b"select pg_sleep(10)\0"));

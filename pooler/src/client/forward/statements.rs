@@ -536,11 +536,14 @@ fn query(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
 }
 
 /// Cheap first look before a query is inspected: does it start with one of our keywords?
-fn starts_like_ours(body: &[u8]) -> bool {
+pub(super) fn starts_like_ours(body: &[u8]) -> bool {
+    // Every simple query passes here: no allocation.
     let s = body.trim_ascii_start();
-    let head = &s[..s.len().min(10)];
-    let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
-    lower.starts_with(b"prepare") || lower.starts_with(b"execute") || lower.starts_with(b"dealloc")
+    s.get(..7).is_some_and(|head| {
+        [b"prepare", b"execute", b"dealloc"]
+            .iter()
+            .any(|kw| head.eq_ignore_ascii_case(*kw))
+    })
 }
 
 /// Applies what an ErrorResponse undid: the statement is not on the server after all, and
