@@ -164,8 +164,10 @@ impl ClientShared {
         self.waker.wake();
     }
 
+    /// Checked on every poll of the session: a plain load first, the swap only when set.
     pub fn take_killed(&self) -> Option<String> {
-        if !self.kill_flag.swap(false, Ordering::SeqCst) {
+        if !self.kill_flag.load(Ordering::Acquire) || !self.kill_flag.swap(false, Ordering::SeqCst)
+        {
             return None;
         }
         self.killed.lock().ok().and_then(|mut k| k.take())

@@ -32,7 +32,8 @@ impl Session {
                 self.phase = Phase::Idle;
                 // A server handed over straight from its last client cannot have died
                 // unnoticed; one that sat in the idle list is checked (one syscall).
-                let sat_idle = idle.info.last_used.elapsed() >= IDLE_CHECK_AFTER;
+                let idle_for = idle.info.last_used.elapsed();
+                let sat_idle = idle_for >= IDLE_CHECK_AFTER;
                 if sat_idle && !crate::net::is_alive(&idle.socket) {
                     // Died while idle (terminated, restarted): replace it silently.
                     tracing::info!(
@@ -45,7 +46,7 @@ impl Session {
                     return;
                 }
                 let delay = self.cfg.pooler.server_check_delay;
-                let stale = !delay.is_zero() && idle.info.last_used.elapsed() >= delay;
+                let stale = !delay.is_zero() && idle_for >= delay;
                 let sv = ServerConn::from_idle(idle, self.server_read_size());
                 self.link(sv);
                 if stale && let Some(s) = self.server.as_mut() {

@@ -56,11 +56,9 @@ impl Session {
     }
 
     pub(super) fn pump_server(&mut self) -> bool {
-        let tracked = {
-            let cfg = self.cfg.clone();
-            move |n: &str| crate::client::startup::tracked_name(&cfg.pooler, n)
-        };
         let tracks = self.tracks_statements();
+        let cfg = &*self.cfg;
+        let tracked = move |n: &str| crate::client::startup::tracked_name(&cfg.pooler, n);
         let Some(s) = self.server.as_mut() else {
             return false;
         };
@@ -76,7 +74,7 @@ impl Session {
             &mut self.flow.copy_in,
             self.mode == PoolMode::Statement,
             tracks.then_some(&mut self.statements),
-            self.cfg.pooler.max_prepared_statements as usize,
+            cfg.pooler.max_prepared_statements as usize,
         );
         let moved = s.conn.rbuf.len() != before;
         if self.checking.is_some() && !s.tracker.has_internal() {
