@@ -176,16 +176,13 @@ fn a_taken_listen_port_is_a_clear_startup_error() {
     drop(taken);
 }
 
-#[test]
-fn the_epoll_backend_serves_queries() {
-    let db = "cli_epoll";
-    Postgres::shared().create_database(db);
-    let pooler = Pooler::start(&with_pooler_keys("io_backend = \"epoll\""));
+/// The startup line names `backend`, a query answers, and a short pgbench run of
+/// transactions completes without a failure.
+fn assert_serves_on(pooler: &Pooler, db: &str, backend: &str) {
+    let line = format!("{backend} backend");
     assert!(
-        wait_until(Duration::from_secs(5), || pooler
-            .log()
-            .contains("epoll backend")),
-        "no \"epoll backend\" in the log:\n{}",
+        wait_until(Duration::from_secs(5), || pooler.log().contains(&line)),
+        "no {line:?} in the log:\n{}",
         pooler.log()
     );
     assert_eq!(
@@ -194,27 +191,26 @@ fn the_epoll_backend_serves_queries() {
     );
     let script = pooler.dir.join("tx.sql");
     std::fs::write(&script, "BEGIN;\nSELECT 1;\nSELECT now();\nEND;\n").unwrap();
+    let script = script.to_str().unwrap();
     let run = pooler.pgbench(
         "postgres",
         db,
-        &[
-            "-n",
-            "-c",
-            "8",
-            "-j",
-            "2",
-            "-T",
-            "5",
-            "-f",
-            script.to_str().unwrap(),
-        ],
+        &["-n", "-c", "8", "-j", "2", "-t", "200", "-f", script],
     );
     assert!(
-        run.ok && run.failed == 0 && run.aborted == 0 && run.transactions > 100,
-        "pgbench on epoll:\n{}\n{}",
+        run.ok && run.failed == 0 && run.aborted == 0 && run.transactions == 1600,
+        "pgbench on {backend}:\n{}\n{}",
         run.stdout,
         run.stderr
     );
+}
+
+#[test]
+fn the_epoll_backend_serves_queries() {
+    let db = "cli_epoll";
+    Postgres::shared().create_database(db);
+    let pooler = Pooler::start(&with_pooler_keys("io_backend = \"epoll\""));
+    assert_serves_on(&pooler, db, "epoll");
 }
 
 #[test]
@@ -222,16 +218,58 @@ fn the_io_uring_backend_is_used_when_asked() {
     let db = "cli_io_uring";
     Postgres::shared().create_database(db);
     let pooler = Pooler::start(&with_pooler_keys("io_backend = \"io_uring\""));
+    assert_serves_on(&pooler, db, "io_uring");
+}
+
+/// Docker's default seccomp profile refuses io_uring_setup: `auto` must fall back to epoll
+/// with one warning and serve as usual.
+#[test]
+fn auto_falls_back_to_epoll_where_io_uring_is_refused() {
+    let db = "cli_auto_fallback";
+    Postgres::shared().create_database(db);
+    let Some(pooler) = Pooler::start_without_io_uring(&with_pooler_keys("io_backend = \"auto\""))
+    else {
+        return skip(
+            "cli",
+            "no seccomp filter for this architecture in the harness",
+        );
+    };
+    assert_serves_on(&pooler, db, "epoll");
+    let log = pooler.log();
     assert!(
-        wait_until(Duration::from_secs(5), || pooler
-            .log()
-            .contains("io_uring backend")),
-        "no \"io_uring backend\" in the log:\n{}",
-        pooler.log()
+        log.contains("io_uring is unavailable") && log.contains("falling back to epoll"),
+        "no fallback warning in the log:\n{log}"
     );
-    assert_eq!(
-        pooler.psql("postgres", db, None, "SELECT 6 * 7").as_deref(),
-        Ok("42")
+}
+
+/// `io_backend = "io_uring"` is a demand: where io_uring is refused the pooler does not
+/// start, and says why.
+#[test]
+fn io_uring_demanded_but_refused_is_a_clear_startup_error() {
+    let unix_dir = tempfile::tempdir().unwrap();
+    let config = with_pooler_keys("io_backend = \"io_uring\"")
+        .replace("{port}", &free_port().to_string())
+        .replace("{unix_dir}", &unix_dir.path().display().to_string())
+        .replace("{pg_host}", "127.0.0.1")
+        .replace("{pg_port}", "5432");
+    let (_dir, path) = temp_config(&config);
+    let mut cmd = Command::new(pooler_bin());
+    cmd.args(["-c", &path]).env("RUST_LOG", "info");
+    if !deny_io_uring(&mut cmd) {
+        return skip(
+            "cli",
+            "no seccomp filter for this architecture in the harness",
+        );
+    }
+    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started without io_uring although io_backend = \"io_uring\":\n{stderr}"
+    );
+    assert!(
+        stderr.contains("io_backend = \"io_uring\" but io_uring is unavailable"),
+        "{stderr}"
     );
 }
 

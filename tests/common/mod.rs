@@ -5,6 +5,7 @@ mod drivers;
 mod pooler;
 mod postgres;
 mod raw;
+mod seccomp;
 
 // Scenario files use only some of these.
 #[allow(unused_imports)]
@@ -20,6 +21,8 @@ pub use postgres::{
 };
 #[allow(unused_imports)]
 pub use raw::{Msg, RawClient, backend_key, data_rows, fe};
+#[allow(unused_imports)]
+pub use seccomp::deny_io_uring;
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -87,6 +87,25 @@ impl Pooler {
 
     /// Same, writing `<dir>/userlist.txt` before the start (reference it as "{dir}/userlist.txt").
     pub fn start_with_userlist(pg: &Postgres, config_toml: &str, users: &[(&str, &str)]) -> Pooler {
+        Pooler::spawn(pg, config_toml, users, |_| {})
+    }
+
+    /// Like `start`, in a process where io_uring_setup fails as under Docker's default
+    /// seccomp profile. None where the harness cannot set that up (see `deny_io_uring`).
+    pub fn start_without_io_uring(config_toml: &str) -> Option<Pooler> {
+        let mut supported = true;
+        let p = Pooler::spawn(Postgres::shared(), config_toml, &[], |cmd| {
+            supported = super::deny_io_uring(cmd);
+        });
+        supported.then_some(p)
+    }
+
+    fn spawn(
+        pg: &Postgres,
+        config_toml: &str,
+        users: &[(&str, &str)],
+        mut prepare: impl FnMut(&mut Command),
+    ) -> Pooler {
         assert!(
             config_toml.contains("{port}"),
             "the pooler config must listen on {{port}} (a free port picked by the harness)"
@@ -124,6 +143,7 @@ impl Pooler {
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "info");
             }
+            prepare(&mut cmd);
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", pooler_bin()));
