@@ -258,10 +258,11 @@ fn config_lists_pgbouncers_settings() {
         "metrics_addr",
         "ebpf",
         "max_client_prepared_statements",
+        "server_login_concurrency",
     ] {
         assert!(value(ours).is_some(), "{ours}");
     }
-    assert_eq!(rows.len(), 98 + 8);
+    assert_eq!(rows.len(), 98 + 9);
 }
 
 #[test]
@@ -424,7 +425,7 @@ fn pipelined_queries_are_all_answered() {
     });
     for i in 0..N {
         let msgs = raw.recv_until_ready();
-        assert_eq!(data_rows(&msgs).len(), 106, "reply {i}");
+        assert_eq!(data_rows(&msgs).len(), 107, "reply {i}");
     }
     sender.join().unwrap();
     assert_eq!(raw.query("SHOW VERSION").len(), 4);

@@ -418,3 +418,95 @@ fn a_server_released_on_one_worker_serves_a_client_on_another() {
     );
     assert_eq!(max_of(&samples), 1, "pool_size 1 exceeded or never used");
 }
+
+/// SHOW POOLS (cl_waiting, sv_login) of `db`, if it has a pool yet.
+fn waiting_and_logging_in(pooler: &Pooler, db: &str) -> Option<(u64, u64)> {
+    let out = pooler
+        .admin("SHOW POOLS")
+        .unwrap_or_else(|e| panic!("SHOW POOLS: {e}"));
+    out.lines().find_map(|l| {
+        let r: Vec<&str> = l.split('|').collect();
+        (r[0] == db).then(|| (r[3].parse().unwrap(), r[12].parse().unwrap()))
+    })
+}
+
+#[test]
+fn server_login_concurrency_caps_logins_in_progress() {
+    // A "server" that accepts connections and never says a word: each login to it hangs
+    // until server_connect_timeout.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hung.incoming().flatten() {
+            held.push(s);
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let cfg = config(
+        5,
+        "server_login_concurrency = 2\nserver_connect_timeout = 3",
+    ) + &format!("hung = {{ host = \"127.0.0.1\", port = {hung_port} }}\n");
+    let pooler = Pooler::start(&cfg);
+    let mut clients: Vec<RawClient> = (0..4)
+        .map(|_| {
+            let mut c = RawClient::connect(pooler.port);
+            c.startup(TRUST_USER, "hung", &[]);
+            c
+        })
+        .collect();
+    // All four asked the pool for a server (a login needs one, to learn what to greet the
+    // client with): two logins started, the other two clients queue although the pool has
+    // room for five.
+    let mut seen = None;
+    let settled = wait_until(Duration::from_secs(2), || {
+        seen = waiting_and_logging_in(&pooler, "hung");
+        seen == Some((2, 2))
+    });
+    assert!(
+        settled,
+        "expected 2 clients waiting and 2 servers logging in, SHOW POOLS said (cl_waiting, sv_login) = {seen:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || accepted.load(Ordering::SeqCst)
+            == 2),
+        "the server saw {} connections",
+        accepted.load(Ordering::SeqCst)
+    );
+    // When the two logins time out, their clients get an error and the two queued clients
+    // start the next two logins: never more than two at once.
+    let mut max_logins = 0;
+    let next = wait_until(Duration::from_secs(8), || {
+        if let Some((_, login)) = waiting_and_logging_in(&pooler, "hung") {
+            max_logins = max_logins.max(login);
+        }
+        accepted.load(Ordering::SeqCst) == 4
+    });
+    assert!(
+        next,
+        "the queued clients never got their turn: {} connections",
+        accepted.load(Ordering::SeqCst)
+    );
+    assert!(max_logins <= 2, "{max_logins} logins in progress at once");
+    let failed: Vec<_> = clients
+        .iter_mut()
+        .filter_map(|c| match c.try_recv(Duration::from_millis(200)) {
+            Ok(Some(m)) if m.is_error() => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "the two clients whose logins timed out get an ErrorResponse"
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|m| m.field(b'C').is_some_and(|c| c.starts_with("08"))),
+        "a connection-class SQLSTATE: {:?}",
+        failed.iter().map(|m| m.field(b'M')).collect::<Vec<_>>()
+    );
+}

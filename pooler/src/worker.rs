@@ -12,6 +12,7 @@ use compio::{
 use crate::{
     app::App,
     net::{self, Listener, Listeners},
+    pool::{ConnectPermit, Pool},
     server,
 };
 
@@ -163,28 +164,36 @@ async fn janitor(app: Arc<App>) {
                 tracing::debug!(server = s.info.id, pool = ?pool.key, "closing idle server (idle timeout or lifetime)");
                 server::close_idle(s.socket);
             }
-            for permit in pool.permits_for_min() {
-                let pool = pool.clone();
-                let creds = server::credentials(&pool, app.auth_file().as_deref());
-                let read_size = (cfg.pooler.pkt_buf as usize).max(16 * 1024);
-                compio::runtime::spawn(async move {
-                    match server::open(&pool.target(), &creds, read_size).await {
-                        Ok((conn, mut info)) => {
-                            permit.connected(&mut info);
-                            pool.set_welcome(&info.params);
-                            match server::ServerConn::new(conn, info).into_idle() {
- Some(idle) => pool.release(idle),
- None => pool.server_closed(),
- }
-                        }
-                        Err(e) => {
-                            tracing::warn!(pool = ?pool.key, "min_pool_size connection failed: {e}");
-                            let e = Arc::new(e);
-                            permit.failed(e.is_login_failure().then_some(e));
-                        }
-                    }
-                })
-                .detach();
+            // Up to server_login_concurrency fillers; each opens connections one after
+            // the other until the pool holds min_pool_size.
+            let read_size = (cfg.pooler.pkt_buf as usize).max(16 * 1024);
+            while let Some(permit) = pool.permit_for_min() {
+                compio::runtime::spawn(fill_min(app.clone(), pool.clone(), permit, read_size))
+                    .detach();
+            }
+        }
+    }
+}
+
+/// Opens server connections for `pool` while it is below min_pool_size.
+async fn fill_min(app: Arc<App>, pool: Arc<Pool>, first: ConnectPermit, read_size: usize) {
+    let mut next = Some(first);
+    while let Some(permit) = next.take() {
+        let creds = server::credentials(&pool, app.auth_file().as_deref());
+        match server::open(&pool.target(), &creds, read_size).await {
+            Ok((conn, mut info)) => {
+                permit.connected(&mut info);
+                pool.set_welcome(&info.params);
+                match server::ServerConn::new(conn, info).into_idle() {
+                    Some(idle) => pool.release(idle),
+                    None => pool.server_closed(),
+                }
+                next = pool.permit_for_min();
+            }
+            Err(e) => {
+                tracing::warn!(pool = ?pool.key, "min_pool_size connection failed: {e}");
+                let e = Arc::new(e);
+                permit.failed(e.is_login_failure().then_some(e));
             }
         }
     }

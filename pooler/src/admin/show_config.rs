@@ -18,7 +18,7 @@ row! {
 
 /// (key, PgBouncer's default, changeable), in PgBouncer's order (alphabetical), ours
 /// placed alphabetically too.
-const SETTINGS: [(&str, &str, bool); 106] = [
+const SETTINGS: [(&str, &str, bool); 107] = [
     ("admin_users", "", true),
     ("application_name_add_host", "0", true),
     ("auth_dbname", "", true),
@@ -96,6 +96,7 @@ const SETTINGS: [(&str, &str, bool); 106] = [
     ("server_fast_close", "0", true),
     ("server_idle_timeout", "600", true),
     ("server_lifetime", "3600", true),
+    ("server_login_concurrency", "1", true),
     ("server_login_retry", "15", true),
     ("server_reset_query", "DISCARD ALL", true),
     ("server_reset_query_always", "0", true),
@@ -203,6 +204,7 @@ fn value(cfg: &Config, key: &str) -> Option<String> {
         "server_connect_timeout" => secs(g.server_connect_timeout),
         "server_idle_timeout" => secs(g.server_idle_timeout),
         "server_lifetime" => secs(g.server_lifetime),
+        "server_login_concurrency" => g.server_login_concurrency.to_string(),
         "server_login_retry" => secs(g.server_login_retry),
         "server_reset_query" => g.server_reset_query.clone(),
         "server_reset_query_always" => flag(g.server_reset_query_always),
@@ -248,8 +250,8 @@ mod tests {
         sorted.dedup();
         assert_eq!(keys, sorted);
         // PgBouncer's 98 plus ours (workers, io_backend, log_level, metrics_addr, the three
-        // ebpf keys, max_client_prepared_statements).
-        assert_eq!(keys.len(), 98 + 8);
+        // ebpf keys, max_client_prepared_statements, server_login_concurrency).
+        assert_eq!(keys.len(), 98 + 9);
     }
 
     #[test]

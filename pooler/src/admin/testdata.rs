@@ -29,6 +29,7 @@ pub fn pool(db: &str, user: &str) -> PoolSnap {
             min: 0,
             reserve_timeout: Duration::from_secs(5),
             login_retry: Duration::from_secs(15),
+            logins: 1,
             lifetime: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(600),
         },

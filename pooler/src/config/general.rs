@@ -15,7 +15,7 @@ use super::{
 const SECTIONS: [&str; 3] = ["pooler", "databases", "users"];
 
 /// Every key `[pooler]` accepts.
-pub(super) const GENERAL_KEYS: [&str; 57] = [
+pub(super) const GENERAL_KEYS: [&str; 58] = [
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
@@ -42,6 +42,7 @@ pub(super) const GENERAL_KEYS: [&str; 57] = [
     "server_lifetime",
     "server_connect_timeout",
     "server_login_retry",
+    "server_login_concurrency",
     "suspend_timeout",
     "query_timeout",
     "query_wait_timeout",
@@ -259,6 +260,7 @@ fn parse_general(c: &mut Collector, t: &Table, base_dir: Option<&Path>, g: &mut 
             "server_lifetime" => set!(g.server_lifetime, c.duration(key, v)),
             "server_connect_timeout" => set!(g.server_connect_timeout, c.duration(key, v)),
             "server_login_retry" => set!(g.server_login_retry, c.duration(key, v)),
+            "server_login_concurrency" => set!(g.server_login_concurrency, c.count(key, v)),
             "suspend_timeout" => set!(g.suspend_timeout, c.duration(key, v)),
             "query_timeout" => set!(g.query_timeout, c.duration(key, v)),
             "query_wait_timeout" => set!(g.query_wait_timeout, c.duration(key, v)),

@@ -201,6 +201,8 @@ pub struct General {
     pub server_lifetime: Duration,
     pub server_connect_timeout: Duration,
     pub server_login_retry: Duration,
+    /// How many server logins one pool may have in progress at once (0 = no limit).
+    pub server_login_concurrency: u32,
     /// SUSPEND waits this long for a client's buffers to flush, then drops the client.
     pub suspend_timeout: Duration,
     pub query_timeout: Duration,
@@ -282,6 +284,7 @@ impl Default for General {
             server_lifetime: secs(3600),
             server_connect_timeout: secs(15),
             server_login_retry: secs(15),
+            server_login_concurrency: 1,
             suspend_timeout: secs(10),
             query_timeout: secs(0),
             query_wait_timeout: secs(120),

@@ -39,6 +39,8 @@ pub struct PoolSettings {
     pub min: u32,
     pub reserve_timeout: Duration,
     pub login_retry: Duration,
+    /// server_login_concurrency: server logins in progress at once (u32::MAX = no limit).
+    pub logins: u32,
     /// server_lifetime: a server older than this is closed when next released (0 = never).
     pub lifetime: Duration,
     /// server_idle_timeout: an idle server unused this long is closed (0 = never).
@@ -60,6 +62,10 @@ impl PoolSettings {
             min: cfg.min_pool_size_for(db),
             reserve_timeout: g.reserve_pool_timeout,
             login_retry: g.server_login_retry,
+            logins: match g.server_login_concurrency {
+                0 => u32::MAX,
+                n => n,
+            },
             lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
             idle_timeout: g.server_idle_timeout,
         }
@@ -130,6 +136,11 @@ pub(crate) struct PoolState {
 impl PoolState {
     fn total(&self) -> u32 {
         self.idle.len() as u32 + self.active + self.connecting
+    }
+
+    /// Whether one more server login may start (server_login_concurrency).
+    fn login_slot(&self) -> bool {
+        self.connecting < self.settings.logins
     }
 }
 
@@ -312,7 +323,10 @@ impl Pool {
             {
                 return Acquire::Now(Grant::Failed(err.clone()));
             }
-            let under_size = st.total() < st.settings.size;
+            // With a login already in progress up to server_login_concurrency, the client
+            // queues: it gets the first server that logs in or comes back, whichever is
+            // first, rather than a login of its own that would have to wait its turn.
+            let under_size = st.total() < st.settings.size && st.login_slot();
             if under_size && st.waiters.is_empty() {
                 if limits::acquire_both(&self.db_group, &self.user_group) {
                     let p = self.new_permit(&mut st);
@@ -457,7 +471,11 @@ impl Pool {
 
     /// Hands free slots to queued clients as permissions to connect.
     fn grant_connect(self: &Arc<Self>, st: &mut PoolState) {
-        while !st.paused && !st.waiters.is_empty() && st.total() < st.settings.size {
+        while !st.paused
+            && !st.waiters.is_empty()
+            && st.total() < st.settings.size
+            && st.login_slot()
+        {
             if !limits::acquire_both(&self.db_group, &self.user_group) {
                 return;
             }
@@ -490,7 +508,7 @@ impl Pool {
         }
     }
 
-    fn permit_used(&self, info: &mut ServerInfo) {
+    fn permit_used(self: &Arc<Self>, info: &mut ServerInfo) {
         let mut st = lock(&self.state);
         info.generation = st.generation;
         info.shared
@@ -503,6 +521,8 @@ impl Pool {
             crate::stats::now_micros(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        // A login slot is free: the next queued client may start one.
+        self.grant_connect(&mut st);
     }
 
     fn permit_failed(self: &Arc<Self>, error: Option<Arc<crate::server::ServerError>>) {
@@ -549,6 +569,7 @@ impl Pool {
         while st.settings.reserve > 0
             && !st.paused
             && st.total() < reserve_limit
+            && st.login_slot()
             && st
                 .waiters
                 .front()
@@ -605,17 +626,18 @@ impl Pool {
         out
     }
 
-    /// How many connections to open to reach `min_pool_size`, taking the permits now.
-    pub fn permits_for_min(self: &Arc<Self>) -> Vec<ConnectPermit> {
+    /// Permission to open one more connection towards `min_pool_size`, if the pool is
+    /// below it and a login slot (server_login_concurrency) is free.
+    pub fn permit_for_min(self: &Arc<Self>) -> Option<ConnectPermit> {
         let mut st = lock(&self.state);
-        let mut out = Vec::new();
-        while st.total() < st.settings.min.min(st.settings.size) {
-            if !limits::acquire_both(&self.db_group, &self.user_group) {
-                break;
-            }
-            out.push(self.new_permit(&mut st));
+        if st.paused
+            || st.total() >= st.settings.min.min(st.settings.size)
+            || !st.login_slot()
+            || !limits::acquire_both(&self.db_group, &self.user_group)
+        {
+            return None;
         }
-        out
+        Some(self.new_permit(&mut st))
     }
 
     /// New max_db_connections / max_user_connections (RELOAD).

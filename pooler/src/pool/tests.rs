@@ -36,6 +36,7 @@ fn settings(size: u32, reserve: u32) -> PoolSettings {
         min: 0,
         reserve_timeout: Duration::from_secs(5),
         login_retry: Duration::from_secs(15),
+        logins: u32::MAX,
         lifetime: Duration::ZERO,
         idle_timeout: Duration::from_secs(50),
     }
@@ -95,6 +96,91 @@ fn permits_up_to_size_then_fifo_queue() {
     assert!(ready(&mut w4).is_none());
     assert_eq!(p.counts().idle, 0);
     assert_eq!(p.counts().active, 2);
+}
+
+fn pool_with_logins(size: u32, logins: u32, min: u32) -> Arc<Pool> {
+    let pools = Pools::new();
+    let key = PoolKey {
+        db: "d".into(),
+        user: "u".into(),
+    };
+    let mut s = settings(size, 0);
+    s.logins = logins;
+    s.min = min;
+    pools.get_or_create(&key, 0, 0, || (target(), s))
+}
+
+#[test]
+fn one_login_at_a_time_then_the_queue_gets_the_next() {
+    let p = pool_with_logins(3, 1, 0);
+    let a = permit(p.acquire(1));
+    // The pool has room, but a login is in progress: the others queue.
+    let mut w2 = waiting(p.acquire(2));
+    let mut w3 = waiting(p.acquire(3));
+    assert_eq!((p.counts().connecting, p.counts().waiting), (1, 2));
+    // The login done, the head of the queue may start the next one...
+    a.connected(&mut ServerInfo::new("t".into()));
+    let b = match ready(&mut w2) {
+        Some(Grant::Connect(b)) => b,
+        _ => panic!("expected the next login to go to the first waiter"),
+    };
+    assert!(ready(&mut w3).is_none());
+    // ...and the first server, back from its transaction, goes to the next waiter
+    // instead of waiting for a login of its own.
+    p.release(server());
+    assert!(matches!(ready(&mut w3), Some(Grant::Server(_))));
+    // A failed login frees its slot too.
+    let mut w4 = waiting(p.acquire(4));
+    b.failed(None);
+    let next = ready(&mut w4);
+    assert!(matches!(next, Some(Grant::Connect(_))));
+    assert_eq!(p.counts().connecting, 1);
+}
+
+#[test]
+fn login_limit_applies_to_min_pool_size_and_the_reserve() {
+    let p = pool_with_logins(4, 2, 4);
+    let a = p.permit_for_min().expect("a first min_pool_size login");
+    let _b = p.permit_for_min().expect("a second one");
+    assert!(p.permit_for_min().is_none(), "two logins at a time");
+    a.connected(&mut ServerInfo::new("t".into()));
+    assert!(
+        p.permit_for_min().is_some(),
+        "a slot freed by a finished login"
+    );
+
+    let pools = Pools::new();
+    let key = PoolKey {
+        db: "d".into(),
+        user: "u".into(),
+    };
+    let mut s = settings(1, 2);
+    s.logins = 1;
+    s.reserve_timeout = Duration::ZERO;
+    let p = pools.get_or_create(&key, 0, 0, || (target(), s));
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
+    let mut w2 = waiting(p.acquire(2));
+    let mut w3 = waiting(p.acquire(3));
+    p.check_waiters(Duration::ZERO);
+    let reserve = ready(&mut w2);
+    assert!(matches!(reserve, Some(Grant::Connect(_))));
+    assert!(ready(&mut w3).is_none(), "one reserve login at a time");
+    assert_eq!(p.counts().connecting, 1);
+}
+
+#[test]
+fn zero_means_no_login_limit() {
+    let cfg = crate::config::Config::parse_str(
+        "[pooler]\nauth_type = \"trust\"\nserver_login_concurrency = 0\n[databases]\nd = {}\n",
+        None,
+    )
+    .expect("config");
+    let s = PoolSettings::from_config(&cfg, &cfg.databases["d"], "u");
+    let p = pool_with_logins(3, s.logins, 0);
+    let _a = permit(p.acquire(1));
+    let _b = permit(p.acquire(2));
+    let _c = permit(p.acquire(3));
+    assert_eq!(p.counts().connecting, 3);
 }
 
 #[test]

@@ -183,6 +183,7 @@ fn every_supported_key_is_compared_or_ours() {
         "ebpf_rtt_samples",
         "ebpf_pin_path",
         "max_client_prepared_statements",
+        "server_login_concurrency",
     ];
     for key in super::super::general::GENERAL_KEYS {
         assert!(
