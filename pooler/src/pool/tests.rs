@@ -98,16 +98,33 @@ fn permits_up_to_size_then_fifo_queue() {
     assert_eq!(p.counts().active, 2);
 }
 
-fn pool_with_logins(size: u32, logins: u32, min: u32) -> Arc<Pool> {
-    let pools = Pools::new();
+fn pool_with(s: PoolSettings) -> Arc<Pool> {
     let key = PoolKey {
         db: "d".into(),
         user: "u".into(),
     };
+    Pools::new().get_or_create(&key, 0, 0, || (target(), s))
+}
+
+fn pool_with_logins(size: u32, logins: u32, min: u32) -> Arc<Pool> {
     let mut s = settings(size, 0);
     s.logins = logins;
     s.min = min;
-    pools.get_or_create(&key, 0, 0, || (target(), s))
+    pool_with(s)
+}
+
+/// A pool of 1 server, busy, with `reserve` reserve servers and clients 2 and 3 queued
+/// past reserve_pool_timeout; the janitor's check has run.
+fn queued_past_reserve_timeout(reserve: u32, logins: u32) -> (Arc<Pool>, WaitHandle, WaitHandle) {
+    let mut s = settings(1, reserve);
+    s.logins = logins;
+    s.reserve_timeout = Duration::ZERO;
+    let p = pool_with(s);
+    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
+    let w2 = waiting(p.acquire(2));
+    let w3 = waiting(p.acquire(3));
+    p.check_waiters(Duration::ZERO);
+    (p, w2, w3)
 }
 
 #[test]
@@ -149,19 +166,7 @@ fn login_limit_applies_to_min_pool_size_and_the_reserve() {
         "a slot freed by a finished login"
     );
 
-    let pools = Pools::new();
-    let key = PoolKey {
-        db: "d".into(),
-        user: "u".into(),
-    };
-    let mut s = settings(1, 2);
-    s.logins = 1;
-    s.reserve_timeout = Duration::ZERO;
-    let p = pools.get_or_create(&key, 0, 0, || (target(), s));
-    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
-    let mut w2 = waiting(p.acquire(2));
-    let mut w3 = waiting(p.acquire(3));
-    p.check_waiters(Duration::ZERO);
+    let (p, mut w2, mut w3) = queued_past_reserve_timeout(2, 1);
     let reserve = ready(&mut w2);
     assert!(matches!(reserve, Some(Grant::Connect(_))));
     assert!(ready(&mut w3).is_none(), "one reserve login at a time");
@@ -268,18 +273,7 @@ fn login_error_fails_fast_then_clears() {
 
 #[test]
 fn reserve_after_timeout_only_within_reserve() {
-    let pools = Pools::new();
-    let key = PoolKey {
-        db: "d".into(),
-        user: "u".into(),
-    };
-    let mut s = settings(1, 1);
-    s.reserve_timeout = Duration::ZERO;
-    let p = pools.get_or_create(&key, 0, 0, || (target(), s));
-    permit(p.acquire(1)).connected(&mut ServerInfo::new("t".into()));
-    let mut w2 = waiting(p.acquire(2));
-    let mut w3 = waiting(p.acquire(3));
-    p.check_waiters(Duration::ZERO);
+    let (p, mut w2, mut w3) = queued_past_reserve_timeout(1, u32::MAX);
     let g = ready(&mut w2);
     assert!(
         matches!(g, Some(Grant::Connect(_))),
