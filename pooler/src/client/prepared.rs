@@ -130,8 +130,13 @@ pub const REPLAY_MAX: usize = 64 * 1024;
 pub enum SqlCommand {
     /// `PREPARE name rest`.
     Prepare { name: String, rest: String },
-    /// `EXECUTE name rest`.
-    Execute { name: String, rest: String },
+    /// `EXECUTE name rest`, after `prefix`: empty, or the `EXPLAIN ...` it is the
+    /// statement of.
+    Execute {
+        prefix: String,
+        name: String,
+        rest: String,
+    },
     /// `DEALLOCATE [PREPARE] name`.
     Deallocate(String),
     /// `DEALLOCATE [PREPARE] ALL`.
@@ -167,9 +172,28 @@ pub fn sql_command(text: &str) -> Option<SqlCommand> {
                     return None;
                 }
                 Some(SqlCommand::Execute {
+                    prefix: String::new(),
                     name,
                     rest: rest.to_string(),
                 })
+            }
+        }
+        "explain" => {
+            // EXPLAIN [ ( option [, ...] ) ] EXECUTE ..., or the old EXPLAIN [ ANALYZE ]
+            // [ VERBOSE ] EXECUTE ...: the statement is rewritten, the options kept.
+            let inner = explain_options(rest)?;
+            let prefix = &text[..text.len() - inner.len()];
+            match sql_command(inner)? {
+                SqlCommand::Execute {
+                    prefix: p,
+                    name,
+                    rest,
+                } if p.is_empty() => Some(SqlCommand::Execute {
+                    prefix: prefix.to_string(),
+                    name,
+                    rest,
+                }),
+                _ => None,
             }
         }
         "deallocate" => {
@@ -189,6 +213,33 @@ pub fn sql_command(text: &str) -> Option<SqlCommand> {
         }
         _ => None,
     }
+}
+
+/// What follows EXPLAIN's options: a parenthesised list (quotes respected), or any of
+/// the bare ANALYZE / ANALYSE / VERBOSE.
+fn explain_options(s: &str) -> Option<&str> {
+    let s = s.trim_start();
+    if let Some(list) = s.strip_prefix('(') {
+        let mut quote: Option<char> = None;
+        for (i, c) in list.char_indices() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '\'' || c == '"' => quote = Some(c),
+                None if c == '(' => return None,
+                None if c == ')' => return Some(list[i + 1..].trim_start()),
+                None => {}
+            }
+        }
+        return None;
+    }
+    let mut rest = s;
+    while let Some((kw, after)) = keyword(rest)
+        && matches!(kw.as_str(), "analyze" | "analyse" | "verbose")
+    {
+        rest = after.trim_start();
+    }
+    Some(rest)
 }
 
 /// A leading keyword, lowercased, and what follows it.
@@ -288,6 +339,7 @@ mod tests {
         assert_eq!(
             sql_command("EXECUTE Foo (1, 'a;b')"),
             Some(SqlCommand::Execute {
+                prefix: String::new(),
                 name: "foo".into(),
                 rest: "(1, 'a;b')".into()
             })
@@ -295,10 +347,33 @@ mod tests {
         assert_eq!(
             sql_command("execute foo"),
             Some(SqlCommand::Execute {
+                prefix: String::new(),
                 name: "foo".into(),
                 rest: String::new()
             })
         );
+        for (q, prefix) in [
+            ("explain execute foo(1)", "explain "),
+            (
+                "EXPLAIN ANALYZE VERBOSE EXECUTE foo(1);",
+                "EXPLAIN ANALYZE VERBOSE ",
+            ),
+            (
+                "EXPLAIN (ANALYZE, FORMAT 'json', COSTS OFF) execute Foo(1)",
+                "EXPLAIN (ANALYZE, FORMAT 'json', COSTS OFF) ",
+            ),
+            ("explain(costs off)execute foo(1)", "explain(costs off)"),
+        ] {
+            assert_eq!(
+                sql_command(q),
+                Some(SqlCommand::Execute {
+                    prefix: prefix.into(),
+                    name: "foo".into(),
+                    rest: "(1)".into()
+                }),
+                "{q}"
+            );
+        }
         assert_eq!(
             sql_command("DEALLOCATE PREPARE foo"),
             Some(SqlCommand::Deallocate("foo".into()))
@@ -316,7 +391,12 @@ mod tests {
             "select 1",
             "PREPARE foo AS select 1; select 2",
             "EXECUTE foo; EXECUTE bar",
-            "explain execute foo",
+            "explain select 1",
+            "explain prepare foo as select 1",
+            "explain explain execute foo",
+            "explain (costs off execute foo",
+            "explain (format ')') select 1",
+            "explain analyze execute foo; select 1",
             "PREPARE 1x AS select 1",
             "PREPARE foo select 1",
             "DEALLOCATE",

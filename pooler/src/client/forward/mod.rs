@@ -89,13 +89,14 @@ mod tests {
     }
 
     #[test]
-    fn only_prepare_execute_deallocate_are_looked_at() {
+    fn only_prepare_execute_deallocate_explain_are_looked_at() {
         use super::statements::starts_like_ours;
         for q in [
             "PREPARE p AS select 1",
             "  execute p(1)",
             "\nDeAlLoCaTe ALL",
             "prepare",
+            "explain execute p",
         ] {
             assert!(starts_like_ours(q.as_bytes()), "{q:?}");
         }
@@ -106,7 +107,8 @@ mod tests {
             "prepar",
             "",
             "   ",
-            "explain execute p",
+            "explai",
+            "analyze t",
         ] {
             assert!(!starts_like_ours(q.as_bytes()), "{q:?}");
         }

@@ -490,13 +490,13 @@ fn query(rbuf: &mut BytesMut, h: Header, server: &mut ServerConn, p: &mut Prepar
                 return Step::Consumed;
             }
         }
-        SqlCommand::Execute { name, rest } => {
+        SqlCommand::Execute { prefix, name, rest } => {
             let Some(stmt) = p.statements.get(&name).cloned() else {
                 // The server raises "does not exist" with the client's name.
                 return Step::Forward;
             };
             let replayable = ensure_replayable(server, &stmt, p, true);
-            let sql = format!("EXECUTE {} {rest}", quote_ident(&stmt.server_name));
+            let sql = format!("{prefix}EXECUTE {} {rest}", quote_ident(&stmt.server_name));
             let start = server.conn.wbuf.len();
             write_query(&mut server.conn.wbuf, &sql);
             let slot = Slot {
@@ -540,7 +540,7 @@ pub(super) fn starts_like_ours(body: &[u8]) -> bool {
     // Every simple query passes here: no allocation.
     let s = body.trim_ascii_start();
     s.get(..7).is_some_and(|head| {
-        [b"prepare", b"execute", b"dealloc"]
+        [b"prepare", b"execute", b"dealloc", b"explain"]
             .iter()
             .any(|kw| head.eq_ignore_ascii_case(*kw))
     })
