@@ -323,11 +323,11 @@ impl Pool {
             {
                 return Acquire::Now(Grant::Failed(err.clone()));
             }
-            // With a login already in progress up to server_login_concurrency, the client
-            // queues: it gets the first server that logs in or comes back, whichever is
-            // first, rather than a login of its own that would have to wait its turn.
-            let under_size = st.total() < st.settings.size && st.login_slot();
-            if under_size && st.waiters.is_empty() {
+            // With server_login_concurrency logins already in progress, the client queues:
+            // it gets a server back from a transaction or the next login slot, whichever
+            // comes first.
+            let may_connect = st.total() < st.settings.size && st.login_slot();
+            if may_connect && st.waiters.is_empty() {
                 if limits::acquire_both(&self.db_group, &self.user_group) {
                     let p = self.new_permit(&mut st);
                     return Acquire::Now(Grant::Connect(p));
@@ -343,7 +343,7 @@ impl Pool {
                     st = lock(&self.state);
                 }
             }
-            let starving = under_size && st.waiters.is_empty();
+            let starving = may_connect && st.waiters.is_empty();
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter {
                 id: client_id,
